@@ -1,0 +1,126 @@
+"""Tinker's built-in losses as pure functions of per-token log-probabilities.
+
+Every function takes the log-probabilities the current model assigns to one datum's target tokens
+(``target_logprobs``, shape ``(N,)``, differentiable) and that datum's ``loss_fn_inputs`` as float
+tensors of the same shape, and returns the datum's summed loss and its per-token loss. Batches sum
+the per-datum losses (``loss:sum``), exactly as Tinker does: no normalisation by token count happens
+here, so a client that wants a mean divides its weights or advantages itself.
+
+Formulas (``r = exp(target_logprobs - sampling_logprobs)``, ``A`` the advantages):
+
+- ``cross_entropy``:       ``-sum(weights * target_logprobs)`` (signed weights allowed).
+- ``importance_sampling``: ``-sum(r * A)``.
+- ``ppo``:                 ``-sum(min(r * A, clip(r, lo, hi) * A))``, ``lo``/``hi`` ratio bounds
+                           (``clip_low_threshold``, ``clip_high_threshold``; default 0.8 / 1.2).
+- ``cispo``:               ``-sum(sg(clip(r, lo, hi)) * target_logprobs * A)``.
+- ``dro``:                 ``-sum(target_logprobs * A - beta / 2 * (target_logprobs - sampling_logprobs)^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+Tensor = torch.Tensor
+LossOutput = tuple[Tensor, Tensor]  # (loss summed over the datum, per-token loss (N,))
+
+DEFAULT_CLIP_LOW = 0.8
+DEFAULT_CLIP_HIGH = 1.2
+DEFAULT_DRO_BETA = 0.05
+
+
+def cross_entropy(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
+    """Weighted negative log-likelihood: ``-sum(weights * logp)``; weights may be negative (DPO)."""
+    per_token = -inputs["weights"] * target_logprobs
+    return per_token.sum(), per_token
+
+
+def importance_sampling(
+    target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]
+) -> LossOutput:
+    """REINFORCE corrected for the sampler: ``-sum(exp(logp - logq) * A)``."""
+    ratio = torch.exp(target_logprobs - inputs["logprobs"])
+    per_token = -ratio * inputs["advantages"]
+    return per_token.sum(), per_token
+
+
+def ppo(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
+    """Token-wise clipped surrogate: ``-sum(min(r * A, clip(r, lo, hi) * A))``."""
+    low, high = _clip_bounds(config)
+    advantages = inputs["advantages"]
+    ratio = torch.exp(target_logprobs - inputs["logprobs"])
+    clipped = torch.clamp(ratio, low, high)
+    per_token = -torch.minimum(ratio * advantages, clipped * advantages)
+    return per_token.sum(), per_token
+
+
+def cispo(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
+    """Clipped ratio as a constant coefficient of the policy gradient: ``-sum(sg(clip(r)) * logp * A)``."""
+    low, high = _clip_bounds(config)
+    ratio = torch.exp(target_logprobs - inputs["logprobs"])
+    coefficient = torch.clamp(ratio, low, high).detach()
+    per_token = -coefficient * target_logprobs * inputs["advantages"]
+    return per_token.sum(), per_token
+
+
+def dro(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
+    """Policy gradient with a quadratic penalty on the log-ratio: ``-sum(logp * A - beta/2 * (logp - logq)^2)``."""
+    beta = float(config.get("beta", DEFAULT_DRO_BETA))
+    log_ratio = target_logprobs - inputs["logprobs"]
+    per_token = -(target_logprobs * inputs["advantages"] - 0.5 * beta * log_ratio**2)
+    return per_token.sum(), per_token
+
+
+def _clip_bounds(config: Mapping[str, float]) -> tuple[float, float]:
+    low = float(config.get("clip_low_threshold", DEFAULT_CLIP_LOW))
+    high = float(config.get("clip_high_threshold", DEFAULT_CLIP_HIGH))
+    if not 0.0 <= low <= 1.0 <= high:
+        raise UserError(
+            f"clip thresholds are ratio bounds and need 0 <= clip_low_threshold <= 1 <= clip_high_threshold; "
+            f"got {low} and {high} (Tinker's defaults are {DEFAULT_CLIP_LOW} and {DEFAULT_CLIP_HIGH})"
+        )
+    return low, high
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss function, the ``loss_fn_inputs`` it needs and the config keys it understands."""
+
+    fn: Callable[[Tensor, Mapping[str, Tensor], Mapping[str, float]], LossOutput]
+    inputs: tuple[str, ...]
+    config_keys: tuple[str, ...] = ()
+
+    def check_config(self, name: str, config: Mapping[str, float]) -> None:
+        """Rejects unknown keys and impossible values before any compute runs."""
+        unknown = sorted(set(config) - set(self.config_keys))
+        if unknown:
+            raise UserError(f"loss_fn_config keys {unknown} mean nothing to {name!r}; it takes {list(self.config_keys)}")
+        if "clip_low_threshold" in self.config_keys:
+            _clip_bounds(config)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in config.values()):
+            raise UserError(f"loss_fn_config values must be finite numbers; got {dict(config)}")
+
+
+_RL_INPUTS = ("target_tokens", "logprobs", "advantages")
+_CLIP_KEYS = ("clip_low_threshold", "clip_high_threshold")
+
+LOSSES: dict[str, LossSpec] = {
+    "cross_entropy": LossSpec(cross_entropy, ("target_tokens", "weights")),
+    "importance_sampling": LossSpec(importance_sampling, _RL_INPUTS),
+    "ppo": LossSpec(ppo, _RL_INPUTS, _CLIP_KEYS),
+    "cispo": LossSpec(cispo, _RL_INPUTS, _CLIP_KEYS),
+    "dro": LossSpec(dro, _RL_INPUTS, ("beta",)),
+}
+
+
+def get_loss(name: str) -> LossSpec:
+    """Looks a loss up by its Tinker name, with a clear error for unknown names."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise UserError(f"unknown loss_fn {name!r}; this server supports {sorted(LOSSES)}") from None
