@@ -20,6 +20,15 @@ def test_data_build_prints_statistics(tmp_path: Path) -> None:
     assert len(load_split(tmp_path / "data", "train")) == 800
 
 
+def test_relative_data_dir_works(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` passes relative paths (runs/demo): building and reading prompts must accept them."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["data", "build", "--out", "rel/data"])
+    assert result.exit_code == 0, result.output
+    example = load_split(Path("rel/data"), "train")[0]
+    assert example.prompt("rel/data").startswith("CREATE TABLE")
+
+
 def test_cli_reports_bad_usage() -> None:
     result = CliRunner().invoke(app, ["model", "bootstrap"])
     assert result.exit_code != 0

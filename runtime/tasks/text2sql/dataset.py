@@ -98,7 +98,7 @@ def schema_sql(db_path: str | Path) -> str:
 @functools.lru_cache(maxsize=256)
 def _schema_sql_cached(path: str, size: int, mtime_ns: int) -> str:
     del size, mtime_ns  # part of the cache key only: a rewritten file gets re-read
-    conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True)
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = conn.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "

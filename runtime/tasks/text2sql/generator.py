@@ -239,7 +239,7 @@ def _content_hash(out_dir: Path, db_ids: tuple[str, ...]) -> str:
         digest.update(name.encode())
         digest.update((out_dir / name).read_bytes())
     for db_id in db_ids:
-        conn = sqlite3.connect(db_path(out_dir, db_id).as_uri() + "?mode=ro", uri=True)
+        conn = sqlite3.connect(db_path(out_dir, db_id).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             digest.update("\n".join(conn.iterdump()).encode())
         finally:
