@@ -75,6 +75,27 @@ def demo(
                                    "accuracy_after": summary["accuracy_after"]}))
 
 
+@app.command()
+def serve(
+    base_model: str = typer.Option("tiny", "--base-model", help="Model reference: tiny, a local directory or an org/name Hub id."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything beyond loopback needs API keys."),
+    port: int = typer.Option(8000, help="TCP port."),
+    keys_file: Path | None = typer.Option(None, "--keys-file", help="API keys: lines of '<tml-key> <tenant>' (or KUBETUNE_API_KEYS)."),
+    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Checkpoint store (default $KUBETUNE_HOME/checkpoints)."),
+) -> None:
+    """Serve the Tinker training API for one base model; the official `tinker` SDK is the client."""
+    from .api import build_service
+    from .api import serve as run_server
+    from .models.reference import kubetune_home
+
+    with console.status(f"loading {base_model}…"):
+        service = build_service(base_model, checkpoint_dir=checkpoint_dir or kubetune_home() / "checkpoints",
+                                keys_file=keys_file)
+    console.print(f"serving [bold]{service.config.base_model}[/] on http://{host}:{port} "
+                  f"(checkpoints in {service.store.root})")
+    run_server(service, host=host, port=port)
+
+
 def main() -> None:
     app()
 

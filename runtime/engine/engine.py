@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 _PLACEHOLDER = "kubetune_placeholder"  # keeps the PeftModel alive with zero jobs; never active
 DEFAULT_LORA_ALPHA = 32.0
+# Sampler adapters loaded from disk, kept for reuse; an RL loop publishes a new snapshot every step,
+# so the least recently used ones are unloaded beyond this many.
+MAX_SAMPLER_ADAPTERS = 8
 
 
 class Engine:
@@ -74,7 +78,7 @@ class Engine:
             self.peft = peft.get_peft_model(model, placeholder, adapter_name=_PLACEHOLDER)
         self.peft.eval()
         self._jobs: dict[str, Job] = {}
-        self._samplers: dict[tuple[str, int], str] = {}  # (path, mtime_ns) -> adapter name
+        self._samplers: OrderedDict[tuple[str, int], str] = OrderedDict()  # (path, mtime_ns) -> adapter, LRU order
         self._names = itertools.count()
         self._lock = threading.RLock()
         self._generator = torch.Generator(device="cpu").manual_seed(random.SystemRandom().randrange(2**63))
@@ -359,12 +363,18 @@ class Engine:
             raise UnknownModelError(f"no sampler weights at {path}; save them with save_weights_for_sampler first")
         key = (str(path.resolve()), weights.stat().st_mtime_ns)
         name = self._samplers.get(key)
-        if name is None:
+        if name is not None:
+            self._samplers.move_to_end(key)
+        else:
             config = read_sampler_config(path)
             self._check_base(config.get("base_model_name_or_path"), what=f"sampler weights {path}")
             name = f"sampler{next(self._names)}"
             self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self._samplers[key] = name
+            while len(self._samplers) > MAX_SAMPLER_ADAPTERS:
+                _, stale = self._samplers.popitem(last=False)
+                self.peft.base_model.delete_adapter(stale)
+                self.peft.base_model.set_adapter(_PLACEHOLDER)
         return name
 
     @contextlib.contextmanager
