@@ -1,0 +1,268 @@
+"""Packing benchmark: N RL-shaped jobs one after another vs all at once on one `kubetune serve`.
+
+Each job step is what an RL loop does against the Tinker API: publish the current weights to a
+sampler, sample a group of completions, score them (a reward call, simulated by a sleep of about
+twice the step's engine compute, so one job alone keeps the engine busy ~1/3 of the time),
+``forward_backward`` with ``importance_sampling``, ``optim_step``. The server runs in its own
+process, driven by the unmodified ``tinker`` SDK over loopback.
+
+Also measures the API overhead of one ``forward_backward`` (batch 8) through the server against
+the same call on an in-process engine.
+
+    python bench/duty_cycle.py                    # N = 3, the embedded tiny model
+    python bench/duty_cycle.py --jobs 4 --steps 8 --base-model /path/to/model
+
+Prints a table and, as its last line, one JSON object with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+API_KEY = "tml-bench"
+
+
+@dataclass
+class Mode:
+    wall_s: float
+    busy_s: float
+
+    @property
+    def busy_fraction(self) -> float:
+        return self.busy_s / self.wall_s
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(base_model: str, port: int, workdir: Path) -> subprocess.Popen:
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.cli", "serve", "--base-model", base_model, "--port", str(port),
+         "--checkpoint-dir", str(workdir / "checkpoints")],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 600  # `tiny` may bootstrap on first use
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}; see {workdir / 'server.log'}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not become healthy in 600 s")
+
+
+def busy_seconds(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    match = re.search(r"^kubetune_engine_busy_seconds(?:_total)? ([0-9.e+-]+)$", text, re.M)
+    if not match:
+        raise SystemExit("the server's /metrics has no kubetune_engine_busy_seconds")
+    return float(match.group(1))
+
+
+class RLJob:
+    """One RL-shaped job: its own SDK client and LoRA adapter on the shared server."""
+
+    def __init__(self, base_url: str, base_model: str, seed: int, args: argparse.Namespace) -> None:
+        import tinker
+        from tinker import types
+
+        self.types = types
+        self.args = args
+        self.service = tinker.ServiceClient(base_url=base_url, api_key=API_KEY)
+        self.trainer = self.service.create_lora_training_client(base_model=base_model, rank=8, seed=seed).result()
+        rng = np.random.default_rng(seed)
+        vocab = len(self.trainer.get_tokenizer())
+        self.prompt = [int(t) for t in rng.integers(4, vocab, size=args.prompt_tokens)]
+        self.params = types.SamplingParams(max_tokens=args.max_tokens, temperature=1.0, stop=[])
+        self.rng = rng
+
+    def step(self, reward_latency_s: float) -> float:
+        """One RL step; returns the time spent waiting for the (simulated) reward."""
+        types = self.types
+        sampler = self.trainer.save_weights_and_get_sampling_client().result()
+        result = sampler.sample(types.ModelInput.from_ints(self.prompt), num_samples=self.args.group,
+                                sampling_params=self.params).result()
+        time.sleep(reward_latency_s)  # the reward server's latency
+        rewards = self.rng.random(len(result.sequences))
+        advantages = rewards - rewards.mean()
+        data = []
+        for seq, advantage in zip(result.sequences, advantages, strict=True):
+            tokens = self.prompt + list(seq.tokens)
+            n_prompt = len(self.prompt) - 1
+            logprobs = [0.0] * n_prompt + list(seq.logprobs)
+            adv = [0.0] * n_prompt + [float(advantage)] * len(seq.tokens)
+            data.append(types.Datum(
+                model_input=types.ModelInput.from_ints(tokens[:-1]),
+                loss_fn_inputs={
+                    "target_tokens": types.TensorData.from_numpy(np.array(tokens[1:], dtype=np.int64)),
+                    "logprobs": types.TensorData.from_numpy(np.array(logprobs, dtype=np.float32)),
+                    "advantages": types.TensorData.from_numpy(np.array(adv, dtype=np.float32)),
+                },
+            ))
+        self.trainer.forward_backward(data, "importance_sampling").result()
+        self.trainer.optim_step(types.AdamParams(learning_rate=1e-4)).result()
+        return reward_latency_s
+
+    def run(self, steps: int, reward_latency_s: float) -> None:
+        for _ in range(steps):
+            self.step(reward_latency_s)
+
+
+def measure(port: int, jobs: list[RLJob], steps: int, latency: float, packed: bool) -> Mode:
+    busy0, t0 = busy_seconds(port), time.perf_counter()
+    if packed:
+        threads = [threading.Thread(target=job.run, args=(steps, latency)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        for job in jobs:
+            job.run(steps, latency)
+    return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0)
+
+
+def fwdbwd_batch(vocab: int):
+    """The batch both sides time: 8 sequences of 64 tokens, every target weighted."""
+    from tinker import types
+
+    rng = np.random.default_rng(0)
+    data = []
+    for _ in range(8):
+        tokens = rng.integers(4, vocab, size=65)
+        data.append(types.Datum(
+            model_input=types.ModelInput.from_ints([int(t) for t in tokens[:-1]]),
+            loss_fn_inputs={"target_tokens": types.TensorData.from_numpy(tokens[1:].astype(np.int64)),
+                            "weights": types.TensorData.from_numpy(np.ones(64, dtype=np.float32))},
+        ))
+    return data
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def inprocess_fwdbwd(base_model: str, repeats: int) -> list[float]:
+    """In a process of its own (no SDK threads competing for the GIL): the engine called directly."""
+    from kubetune.engine import Engine, LoraSpec
+    from kubetune.models.reference import load_base_model
+
+    model, tokenizer = load_base_model(base_model)
+    engine = Engine(model, tokenizer, base_model=base_model)
+    engine.create_model("local", LoraSpec(rank=8, seed=0))
+    data = fwdbwd_batch(len(tokenizer))
+    return timed(lambda: engine.forward_backward("local", data, "cross_entropy"), repeats)
+
+
+def api_overhead(base_url: str, base_model: str, repeats: int) -> dict[str, float]:
+    """p50 of one forward_backward (batch 8) through the server vs in-process, same model and data.
+
+    Alternates rounds of the two, so load on the machine hits both alike.
+    """
+    import tinker
+
+    service = tinker.ServiceClient(base_url=base_url, api_key=API_KEY)
+    remote = service.create_lora_training_client(base_model=base_model, rank=8, seed=0).result()
+    data = fwdbwd_batch(len(remote.get_tokenizer()))
+    api, local = [], []
+    for _ in range(3):
+        api += timed(lambda: remote.forward_backward(data, "cross_entropy").result(), repeats)
+        out = subprocess.run([sys.executable, __file__, "--inprocess", base_model, "--overhead-repeats", str(repeats)],
+                             check=True, capture_output=True, text=True).stdout
+        local += json.loads(out.strip().splitlines()[-1])
+    api_p50, local_p50 = statistics.median(api), statistics.median(local)
+    return {"api_p50_ms": api_p50 * 1e3, "inprocess_p50_ms": local_p50 * 1e3,
+            "overhead_p50_ms": (api_p50 - local_p50) * 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="RL steps per job in each mode")
+    parser.add_argument("--group", type=int, default=4, help="samples per prompt")
+    parser.add_argument("--prompt-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--latency-factor", type=float, default=2.0, help="reward latency / engine compute per step")
+    parser.add_argument("--base-model", default="tiny")
+    parser.add_argument("--overhead-repeats", type=int, default=10)
+    parser.add_argument("--inprocess", metavar="MODEL", help=argparse.SUPPRESS)  # worker of api_overhead
+    args = parser.parse_args()
+    if args.inprocess:
+        print(json.dumps(inprocess_fwdbwd(args.inprocess, args.overhead_repeats)))
+        return
+
+    os.environ.setdefault("TINKER_TELEMETRY", "0")
+    workdir = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
+    port = free_port()
+    server = start_server(args.base_model, port, workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        caps = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{base_url}/api/v1/get_server_capabilities", headers={"X-API-Key": API_KEY}), timeout=10).read())
+        base_model = caps["supported_models"][0]["model_name"]
+        jobs = [RLJob(base_url, base_model, seed, args) for seed in range(args.jobs)]
+
+        # Calibrate: engine compute of one step, measured alone with no reward latency.
+        for job in jobs:
+            job.step(0.0)  # warm-up of every adapter
+        # Median of single steps: robust to a stray slow step on a shared machine.
+        calib = [measure(port, jobs[:1], 1, 0.0, packed=False) for _ in range(5)]
+        compute_s = statistics.median(m.busy_s for m in calib)
+        step_s = statistics.median(m.wall_s for m in calib)  # compute plus client/HTTP time
+        latency_s = args.latency_factor * compute_s
+        sequential = measure(port, jobs, args.steps, latency_s, packed=False)
+        packed = measure(port, jobs, args.steps, latency_s, packed=True)
+        ideal = max(args.jobs * compute_s, step_s + latency_s) / (args.jobs * (step_s + latency_s))
+        overhead = api_overhead(base_url, base_model, args.overhead_repeats)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    ratio = packed.wall_s / sequential.wall_s
+    print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "
+          f"engine compute/step {compute_s * 1e3:.0f} ms (wall alone {step_s * 1e3:.0f} ms), reward latency {latency_s * 1e3:.0f} ms")
+    print(f"{'mode':<12}{'wall s':>10}{'busy':>8}")
+    print(f"{'sequential':<12}{sequential.wall_s:>10.2f}{sequential.busy_fraction:>8.0%}")
+    print(f"{'packed':<12}{packed.wall_s:>10.2f}{packed.busy_fraction:>8.0%}")
+    print(f"packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f})")
+    print(f"forward_backward batch 8: API p50 {overhead['api_p50_ms']:.1f} ms, in-process p50 "
+          f"{overhead['inprocess_p50_ms']:.1f} ms, overhead {overhead['overhead_p50_ms']:.1f} ms")
+    print(json.dumps({
+        "jobs": args.jobs, "steps": args.steps, "compute_per_step_s": round(compute_s, 4), "step_alone_s": round(step_s, 4),
+        "reward_latency_s": round(latency_s, 4), "sequential_wall_s": round(sequential.wall_s, 2),
+        "packed_wall_s": round(packed.wall_s, 2), "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
+        "busy_sequential": round(sequential.busy_fraction, 3), "busy_packed": round(packed.busy_fraction, 3),
+        **{k: round(v, 2) for k, v in overhead.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
