@@ -4,7 +4,8 @@ Each job step is what an RL loop does against the Tinker API: publish the curren
 sampler, sample a group of completions, score them (a reward call, simulated by a sleep of about
 twice the step's engine compute, so one job alone keeps the engine busy ~1/3 of the time),
 ``forward_backward`` with ``importance_sampling``, ``optim_step``. The server runs in its own
-process, driven by the unmodified ``tinker`` SDK over loopback.
+process, driven by the unmodified ``tinker`` SDK over loopback; each job runs in a process of its
+own, as separate researchers' loops (or KFP pods) would.
 
 Also measures the API overhead of one ``forward_backward`` (batch 8) through the server against
 the same call on an in-process engine.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -26,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -130,17 +131,52 @@ class RLJob:
             self.step(reward_latency_s)
 
 
-def measure(port: int, jobs: list[RLJob], steps: int, latency: float, packed: bool) -> Mode:
+def _job_main(conn, base_url: str, base_model: str, seed: int, args: argparse.Namespace) -> None:
+    """A job's own process, as a researcher's RL loop would be: runs steps when told to."""
+    job = RLJob(base_url, base_model, seed, args)
+    job.step(0.0)  # warm-up: adapter created, first sampler published
+    conn.send("ready")
+    while (order := conn.recv()) is not None:
+        job.run(*order)
+        conn.send("done")
+
+
+class JobProcess:
+    """Handle on one job process (one SDK client each: no GIL shared between jobs)."""
+
+    def __init__(self, base_url: str, base_model: str, seed: int, args: argparse.Namespace) -> None:
+        self.conn, child = multiprocessing.get_context("spawn").Pipe()
+        self.proc = multiprocessing.get_context("spawn").Process(
+            target=_job_main, args=(child, base_url, base_model, seed, args), daemon=True)
+        self.proc.start()
+
+    def ready(self) -> None:
+        if self.conn.recv() != "ready":
+            raise SystemExit("a job process failed to start")
+
+    def start(self, steps: int, latency_s: float) -> None:
+        self.conn.send((steps, latency_s))
+
+    def wait(self) -> None:
+        if self.conn.recv() != "done":
+            raise SystemExit("a job process failed")
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join(timeout=60)
+
+
+def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packed: bool) -> Mode:
     busy0, t0 = busy_seconds(port), time.perf_counter()
     if packed:
-        threads = [threading.Thread(target=job.run, args=(steps, latency)) for job in jobs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for job in jobs:
+            job.start(steps, latency)
+        for job in jobs:
+            job.wait()
     else:
         for job in jobs:
-            job.run(steps, latency)
+            job.start(steps, latency)
+            job.wait()
     return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0)
 
 
@@ -206,7 +242,7 @@ def api_overhead(base_url: str, base_model: str, repeats: int) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=6, help="RL steps per job in each mode")
+    parser.add_argument("--steps", type=int, default=15, help="RL steps per job in each mode")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt")
     parser.add_argument("--prompt-tokens", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=24)
@@ -228,11 +264,14 @@ def main() -> None:
         caps = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"{base_url}/api/v1/get_server_capabilities", headers={"X-API-Key": API_KEY}), timeout=10).read())
         base_model = caps["supported_models"][0]["model_name"]
-        jobs = [RLJob(base_url, base_model, seed, args) for seed in range(args.jobs)]
+        # Overhead first: one client in this process, before the RL jobs' clients (and their
+        # heartbeat threads) exist.
+        overhead = api_overhead(base_url, base_model, args.overhead_repeats)
+        jobs = [JobProcess(base_url, base_model, seed, args) for seed in range(args.jobs)]
+        for job in jobs:
+            job.ready()
 
         # Calibrate: engine compute of one step, measured alone with no reward latency.
-        for job in jobs:
-            job.step(0.0)  # warm-up of every adapter
         # Median of single steps: robust to a stray slow step on a shared machine.
         calib = [measure(port, jobs[:1], 1, 0.0, packed=False) for _ in range(5)]
         compute_s = statistics.median(m.busy_s for m in calib)
@@ -241,7 +280,8 @@ def main() -> None:
         sequential = measure(port, jobs, args.steps, latency_s, packed=False)
         packed = measure(port, jobs, args.steps, latency_s, packed=True)
         ideal = max(args.jobs * compute_s, step_s + latency_s) / (args.jobs * (step_s + latency_s))
-        overhead = api_overhead(base_url, base_model, args.overhead_repeats)
+        for job in jobs:
+            job.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
