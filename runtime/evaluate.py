@@ -7,19 +7,12 @@ from pathlib import Path
 
 from tinker import types
 
-from .tasks.text2sql import Example, execution_accuracy
+from .tasks.text2sql import Example, execution_accuracy, extract_sql
 
 # Anything that turns prompts into completions: the engine in-process, a Tinker sampling client, vLLM.
 SqlGenerator = Callable[[Sequence[str]], list[str]]
 
 MAX_SQL_TOKENS = 96
-
-
-def extract_sql(completion: str) -> str:
-    """The first statement of a completion: text up to and including the first ``;``."""
-    text = completion.strip()
-    end = text.find(";")
-    return text[: end + 1] if end >= 0 else text
 
 
 def engine_generator(engine, tokenizer, model_id: str | None, max_tokens: int = MAX_SQL_TOKENS,

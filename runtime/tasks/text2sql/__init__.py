@@ -5,6 +5,7 @@ from .corpus import pretraining_corpus
 from .dataset import SPLITS, Example, db_path, format_prompt, load_split, schema_sql
 from .execution_accuracy import execution_accuracy, execution_match
 from .generator import DEFAULT_SIZES, DatasetInfo, build_dataset, task_statistics
+from .rewards import REWARD_VARIANTS, Reward, extract_sql, text2sql_reward
 from .sandbox import ExecResult, execute_sql
 from .spider import load_spider, write_spider_fixture
 
@@ -12,6 +13,8 @@ __all__ = [
     "DEFAULT_SIZES",
     "SPLITS",
     "DatasetInfo",
+    "REWARD_VARIANTS",
+    "Reward",
     "Example",
     "ExecResult",
     "build_dataset",
@@ -19,11 +22,13 @@ __all__ = [
     "execute_sql",
     "execution_accuracy",
     "execution_match",
+    "extract_sql",
     "format_prompt",
     "load_spider",
     "load_split",
     "pretraining_corpus",
     "schema_sql",
     "task_statistics",
+    "text2sql_reward",
     "write_spider_fixture",
 ]
