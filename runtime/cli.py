@@ -25,6 +25,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    # Adapters with an lm_head LoRA on tied embeddings are loaded unmerged here (docs/engine.md).
+    warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True`")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
@@ -73,6 +75,46 @@ def demo(
     summary = run_demo(DemoConfig(workdir=workdir, sft_steps=sft_steps, eval_examples=eval_examples, seed=seed), console)
     console.print_json(json.dumps({"accuracy_before": summary["accuracy_before"],
                                    "accuracy_after": summary["accuracy_after"]}))
+
+
+@app.command("eval")
+def eval_(
+    adapter: Path | None = typer.Option(None, help="PEFT adapter directory (save_weights_for_sampler output); omit to evaluate the base model."),
+    split: str = typer.Option("heldout_paraphrase", help="Split to evaluate."),
+    data: Path = typer.Option(Path("runs/data"), help="Dataset directory (Spider layout); the embedded task is built there if missing."),
+    base_model: str | None = typer.Option(None, "--base-model", help="Model reference; default the adapter's own base model."),
+    examples: int | None = typer.Option(None, min=1, help="Evaluate the first N examples only."),
+    out: Path | None = typer.Option(None, help="Write the full report (with predictions) as JSON here."),
+) -> None:
+    """Execution accuracy, valid-SQL rate and a per-template breakdown on one split (greedy decoding)."""
+    from rich.table import Table
+
+    from .evaluate import evaluate_adapter
+    from .tasks.text2sql import SPLITS, build_dataset
+
+    if not (data / "manifest.json").is_file() and not any(data.glob("*.jsonl")):
+        console.print(f"no dataset in {data}: building the embedded text-to-SQL task there")
+        build_dataset(data)
+    if not (data / f"{split}.jsonl").is_file():
+        console.print(f"[red]error:[/] {data} has no split {split!r}; the embedded task has {', '.join(SPLITS)}")
+        raise typer.Exit(2)
+    try:
+        report = evaluate_adapter(data, split, adapter=adapter, base_model=base_model, examples=examples)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"{split}: execution accuracy {report['accuracy']:.3f} "
+                        f"({report['correct']}/{report['total']}), valid SQL {report['valid_sql']:.3f}, "
+                        f"timeouts {report['timeouts']}")
+    for column in ("template", "correct", "total", "accuracy"):
+        table.add_column(column, justify="left" if column == "template" else "right")
+    for template, row in report["per_template"].items():
+        table.add_row(template, str(row["correct"]), str(row["total"]), f"{row['accuracy']:.2f}")
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        console.print(f"report: {out}")
 
 
 @app.command()
