@@ -17,6 +17,8 @@ model_app = typer.Typer(help="Base models: bootstrap the embedded tiny model, re
 data_app = typer.Typer(help="Datasets: build the embedded text-to-SQL task.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Recipes: training loops that drive a model through the Tinker API.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console()
 
 
@@ -115,6 +117,34 @@ def eval_(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         console.print(f"report: {out}")
+
+
+@train_app.command("sft")
+def train_sft(
+    data: Path = typer.Option(Path("runs/data"), help="Dataset (Spider layout); the embedded task is built there if missing."),
+    out: Path = typer.Option(Path("runs/sft"), help="metrics.jsonl, checkpoints.jsonl and result.json go here."),
+    base_url: str | None = typer.Option(None, help="A running kubetune/Tinker server; omit to start one in this process."),
+    base_model: str = typer.Option("tiny", help="Model reference (embedded server) or the name the server advertises."),
+    api_key: str = typer.Option("tml-local", envvar="TINKER_API_KEY", help="API key (tml-...)."),
+    steps: int = typer.Option(150, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    learning_rate: float = typer.Option(3e-3, help="Peak LR; linear warmup, then cosine to 10 %."),
+    lora_rank: int = typer.Option(16, min=1),
+    seed: int = typer.Option(0),
+    save_every: int = typer.Option(50, min=0, help="Steps between saved states (0: final only)."),
+    resume: bool = typer.Option(False, help="Continue from the last state in OUT/checkpoints.jsonl."),
+) -> None:
+    """Supervised fine-tuning: cross-entropy on the train split's prompt → SQL pairs."""
+    from .recipes import SFTConfig, run_sft
+    from .tasks.text2sql import build_dataset
+
+    if not (data / "train.jsonl").is_file():
+        console.print(f"no dataset in {data}: building the embedded text-to-SQL task there")
+        build_dataset(data)
+    result = run_sft(SFTConfig(data_dir=data, out_dir=out, base_url=base_url, base_model=base_model, api_key=api_key,
+                               steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
+                               seed=seed, save_every=save_every, resume=resume), log=console.print)
+    console.print(f"adapter: {result['sampler_path']}\nstate:   {result['state_path']}\nlog:     {out / 'metrics.jsonl'}")
 
 
 @app.command()

@@ -1,0 +1,41 @@
+"""A training server inside the current process, for a recipe run with no shared server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def embedded_server(base_model: str, checkpoint_dir: Path, start_timeout_s: float = 600.0) -> Iterator[tuple[str, str]]:
+    """Serves ``base_model`` on a free loopback port until the block ends.
+
+    Yields ``(base_url, model_name)``: the URL for ``tinker.ServiceClient`` and the name the server
+    advertises (what ``create_lora_training_client(base_model=...)`` must be given).
+    """
+    import uvicorn
+
+    from .app import create_app
+    from .server import build_service
+
+    service = build_service(base_model, checkpoint_dir=Path(checkpoint_dir))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="kubetune-embedded-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the embedded training server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", service.config.base_model
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
