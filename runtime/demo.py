@@ -7,7 +7,6 @@ questions, the tokenizer, the Gemma-architecture base model; nothing is download
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from tinker import types
 from .engine import Engine, LoraSpec
 from .evaluate import engine_generator, evaluate_examples
 from .tasks.text2sql import build_dataset, load_split, task_statistics
-from .training_data import supervised_datum, tokenize_pair
+from .training_data import mean_token_batch, tokenize_pair, warmup_cosine_lr
 
 EVAL_SPLITS = ("heldout_values", "heldout_paraphrase", "heldout_database")
 
@@ -41,10 +40,7 @@ class DemoConfig:
 
 def learning_rate_at(step: int, config: DemoConfig) -> float:
     """Linear warmup to the peak, then cosine decay to a tenth of it."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.sft_steps - config.warmup_steps)
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine_lr(step, config.learning_rate, config.warmup_steps, config.sft_steps)
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
@@ -101,9 +97,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
             order.shuffle(refill)
             queue.extend(refill)
         batch = [pairs[queue.pop()] for _ in range(config.batch_size)]
-        # Weights 1/N over the batch's answer tokens: loss:sum is then the mean per-token NLL.
-        n_tokens = sum(len(p.completion) for p in batch)
-        data = [_scaled(supervised_datum(p, config.max_length), 1.0 / n_tokens) for p in batch]
+        data = mean_token_batch(batch, config.max_length)
         loss = engine.forward_backward("demo-sft", data, "cross_entropy").metrics["loss:sum"]
         lr = learning_rate_at(step, config)
         engine.optim_step("demo-sft", types.AdamParams(learning_rate=lr, grad_clip_norm=1.0))
@@ -140,12 +134,6 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     console.print(f"adapter (PEFT dir): {adapter_dir}\nsummary: {workdir / 'summary.json'}\n"
                   f"wall time {summary['wall_seconds']:.0f} s")
     return summary
-
-
-def _scaled(datum: types.Datum, factor: float) -> types.Datum:
-    weights = datum.loss_fn_inputs["weights"].to_numpy() * factor
-    return types.Datum(model_input=datum.model_input,
-                       loss_fn_inputs={**datum.loss_fn_inputs, "weights": types.TensorData.from_numpy(weights)})
 
 
 def _evaluate(generate, evals: dict, data_dir: Path, console: Console) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tinker import types
@@ -41,3 +42,24 @@ def supervised_datum(pair: Tokenized, max_length: int | None = None) -> types.Da
         model_input=types.ModelInput.from_ints(tokens[:-1]),
         loss_fn_inputs={"target_tokens": tokens[1:], "weights": weights},
     )
+
+
+def mean_token_batch(batch: list[Tokenized], max_length: int | None = None) -> list[types.Datum]:
+    """Supervised datums weighted 1/N over the batch's N answer tokens: ``loss:sum`` is then the
+    mean per-token NLL, comparable across batches of different lengths."""
+    n_tokens = sum(len(p.completion) for p in batch)
+    data = []
+    for pair in batch:
+        datum = supervised_datum(pair, max_length)
+        weights = datum.loss_fn_inputs["weights"].to_numpy() * (1.0 / n_tokens)
+        data.append(types.Datum(model_input=datum.model_input, loss_fn_inputs={
+            **datum.loss_fn_inputs, "weights": types.TensorData.from_numpy(weights)}))
+    return data
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup_steps: int, total_steps: int, floor: float = 0.1) -> float:
+    """Linear warmup to ``peak`` over ``warmup_steps``, then cosine decay to ``floor × peak`` at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))

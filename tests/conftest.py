@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +108,8 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     The model and its tokenizer are saved to a directory first, so the advertised model name is a
     local path that ``AutoTokenizer.from_pretrained`` (the SDK's ``get_tokenizer``) resolves offline.
     """
-    import uvicorn
-
-    from kubetune.api import ServerConfig, TinkerService, create_app
+    from kubetune.api import ServerConfig, TinkerService
+    from kubetune.api.embedded import running_server
     from kubetune.engine import Engine
     from kubetune.models.tokenizer import train_tokenizer
 
@@ -133,16 +129,5 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         fwdbwd_max_chunk_len=2,  # batches of 3+ datums arrive as concurrent, out-of-order chunks
     )
     service = TinkerService(Engine(model, tokenizer, base_model=str(model_dir)), config)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield ApiServer(f"http://127.0.0.1:{port}", service, model_dir, dict(API_KEYS))
-    server.should_exit = True
-    thread.join(timeout=15)
+    with running_server(service, start_timeout_s=30) as url:
+        yield ApiServer(url, service, model_dir, dict(API_KEYS))

@@ -11,18 +11,13 @@ from pathlib import Path
 
 
 @contextmanager
-def embedded_server(base_model: str, checkpoint_dir: Path, start_timeout_s: float = 600.0) -> Iterator[tuple[str, str]]:
-    """Serves ``base_model`` on a free loopback port until the block ends.
-
-    Yields ``(base_url, model_name)``: the URL for ``tinker.ServiceClient`` and the name the server
-    advertises (what ``create_lora_training_client(base_model=...)`` must be given).
-    """
+def running_server(service, start_timeout_s: float = 600.0) -> Iterator[str]:
+    """Serves ``service`` (a :class:`~kubetune.api.TinkerService`) on a free loopback port, in a
+    background thread, until the block ends; yields the base URL."""
     import uvicorn
 
     from .app import create_app
-    from .server import build_service
 
-    service = build_service(base_model, checkpoint_dir=Path(checkpoint_dir))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -35,7 +30,21 @@ def embedded_server(base_model: str, checkpoint_dir: Path, start_timeout_s: floa
             raise RuntimeError("the embedded training server did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", service.config.base_model
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def embedded_server(base_model: str, checkpoint_dir: Path) -> Iterator[tuple[str, str]]:
+    """Loads ``base_model`` and serves it until the block ends.
+
+    Yields ``(base_url, model_name)``: the URL for ``tinker.ServiceClient`` and the name the server
+    advertises (what ``create_lora_training_client(base_model=...)`` must be given).
+    """
+    from .server import build_service
+
+    service = build_service(base_model, checkpoint_dir=Path(checkpoint_dir))
+    with running_server(service) as url:
+        yield url, service.config.base_model

@@ -9,7 +9,6 @@ per saved state, the record ``--resume`` continues from) and ``result.json``.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from tinker import types
 
 from ..tasks.text2sql import load_split
-from ..training_data import Tokenized, supervised_datum, tokenize_pair
+from ..training_data import Tokenized, mean_token_batch, tokenize_pair, warmup_cosine_lr
 
 
 @dataclass
@@ -43,10 +42,7 @@ class SFTConfig:
 
 def learning_rate_at(step: int, config: SFTConfig) -> float:
     """Linear warmup to the peak, then cosine decay to a tenth of it."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine_lr(step, config.learning_rate, config.warmup_steps, config.steps)
 
 
 def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -64,17 +60,8 @@ def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> lis
     return out
 
 
-def _scaled(datum: types.Datum, factor: float) -> types.Datum:
-    weights = datum.loss_fn_inputs["weights"].to_numpy() * factor
-    return types.Datum(model_input=datum.model_input,
-                       loss_fn_inputs={**datum.loss_fn_inputs, "weights": types.TensorData.from_numpy(weights)})
-
-
 def step_data(pairs: list[Tokenized], indices: list[int], max_length: int) -> list[types.Datum]:
-    """Weights 1/N over the batch's answer tokens, so ``loss:sum`` is the mean per-token NLL."""
-    batch = [pairs[i] for i in indices]
-    n_tokens = sum(len(p.completion) for p in batch)
-    return [_scaled(supervised_datum(p, max_length), 1.0 / n_tokens) for p in batch]
+    return mean_token_batch([pairs[i] for i in indices], max_length)
 
 
 def _last_checkpoint(out_dir: Path) -> dict | None:
