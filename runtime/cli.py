@@ -19,7 +19,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(help="Recipes: training loops that drive a model through the Tinker API.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-console = Console()
+console = Console(emoji=False)  # tinker paths contain ":train:", which rich would turn into an emoji
 
 
 @app.callback()
@@ -145,6 +145,8 @@ def train_sft(
                                steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
                                seed=seed, save_every=save_every, resume=resume), log=console.print)
     console.print(f"adapter: {result['sampler_path']}\nstate:   {result['state_path']}\nlog:     {out / 'metrics.jsonl'}")
+    if result["adapter_dir"]:
+        console.print(f"adapter directory (for `kubetune eval --adapter`): {result['adapter_dir']}")
 
 
 @app.command()

@@ -71,3 +71,21 @@ def test_batches_and_schedule_are_pure_functions_of_the_step() -> None:
     assert learning_rate_at(0, cfg) == pytest.approx(0.1)
     assert learning_rate_at(10, cfg) == pytest.approx(1.0)
     assert learning_rate_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_embedded_run_leaves_an_adapter_directory_for_eval(api_server: ApiServer, data: Path, tmp_path: Path) -> None:
+    """With no base_url the recipe starts its own server; the final adapter is a local PEFT dir."""
+    from peft import PeftModel
+
+    from kubetune.evaluate import adapter_base_model
+    from kubetune.models.reference import load_base_model
+
+    result = run_sft(config(api_server, data, tmp_path, base_url=None, steps=2), log=lambda _: None)
+    adapter = Path(result["adapter_dir"])
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert adapter.is_relative_to(tmp_path / "checkpoints")
+    # What `kubetune eval --adapter` does: find the base model from the adapter and load both.
+    assert Path(adapter_base_model(adapter)) == api_server.model_dir.resolve()
+    model, _ = load_base_model(adapter_base_model(adapter))
+    loaded = PeftModel.from_pretrained(model, str(adapter))
+    assert any("lora_A" in name for name, _ in loaded.named_parameters())

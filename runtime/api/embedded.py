@@ -7,7 +7,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from .checkpoints import CheckpointRef
+from .service import TinkerService
 
 
 @contextmanager
@@ -36,15 +40,28 @@ def running_server(service, start_timeout_s: float = 600.0) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-@contextmanager
-def embedded_server(base_model: str, checkpoint_dir: Path) -> Iterator[tuple[str, str]]:
-    """Loads ``base_model`` and serves it until the block ends.
+@dataclass(frozen=True)
+class EmbeddedServer:
+    url: str  # for tinker.ServiceClient(base_url=...)
+    model_name: str  # what create_lora_training_client(base_model=...) must be given
+    service: TinkerService
 
-    Yields ``(base_url, model_name)``: the URL for ``tinker.ServiceClient`` and the name the server
-    advertises (what ``create_lora_training_client(base_model=...)`` must be given).
-    """
+    def local_path(self, api_key: str, tinker_path: str) -> Path:
+        """Where a ``tinker://…/sampler_weights/<name>`` checkpoint of this server lies on disk (a
+        PEFT adapter directory for ``kubetune eval --adapter``), or its training state directory."""
+        tenant = self.service.tenants.resolve(api_key)
+        if tenant is None:
+            raise ValueError("not an API key of this server")
+        ref = CheckpointRef.parse(tinker_path)
+        store = self.service.store
+        return store.sampler_dir(tenant, ref) if ref.kind == "sampler_weights" else store.state_dir(tenant, ref)
+
+
+@contextmanager
+def embedded_server(base_model: str, checkpoint_dir: Path) -> Iterator[EmbeddedServer]:
+    """Loads ``base_model`` and serves it until the block ends."""
     from .server import build_service
 
     service = build_service(base_model, checkpoint_dir=Path(checkpoint_dir))
     with running_server(service) as url:
-        yield url, service.config.base_model
+        yield EmbeddedServer(url, service.config.base_model, service)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tinker import types
 
+from ..api.embedded import EmbeddedServer, embedded_server
 from ..tasks.text2sql import load_split
 from ..training_data import Tokenized, mean_token_batch, tokenize_pair, warmup_cosine_lr
 
@@ -73,15 +74,13 @@ def _last_checkpoint(out_dir: Path) -> dict | None:
 
 
 @contextmanager
-def _server(config: SFTConfig) -> Iterator[tuple[str, str]]:
-    """(base_url, base model name): the configured server, or an embedded one for this run."""
+def _server(config: SFTConfig) -> Iterator[tuple[str, str, EmbeddedServer | None]]:
+    """(base_url, base model name, the embedded server if this run started one)."""
     if config.base_url is not None:
-        yield config.base_url, config.base_model
+        yield config.base_url, config.base_model, None
         return
-    from ..api.embedded import embedded_server
-
-    with embedded_server(config.base_model, checkpoint_dir=config.out_dir / "checkpoints") as (url, name):
-        yield url, name
+    with embedded_server(config.base_model, checkpoint_dir=config.out_dir / "checkpoints") as server:
+        yield server.url, server.model_name, server
 
 
 def run_sft(config: SFTConfig, log=print) -> dict:
@@ -94,7 +93,7 @@ def run_sft(config: SFTConfig, log=print) -> dict:
     if not config.resume:
         for name in ("metrics.jsonl", "checkpoints.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
-    with _server(config) as (url, base_model):
+    with _server(config) as (url, base_model, embedded):
         service = tinker.ServiceClient(base_url=url, api_key=config.api_key)
         if last is not None:
             trainer = service.create_training_client_from_state_with_optimizer(last["state_path"]).result()
@@ -130,8 +129,9 @@ def run_sft(config: SFTConfig, log=print) -> dict:
                     ckpts.write(json.dumps({"step": step, "name": name, "state_path": state}) + "\n")
                     ckpts.flush()
         sampler = trainer.save_weights_for_sampler("final").result().path
+        adapter_dir = str(embedded.local_path(config.api_key, sampler)) if embedded is not None else None
     result = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-              "sampler_path": sampler, "state_path": _last_checkpoint(out_dir)["state_path"],
+              "sampler_path": sampler, "adapter_dir": adapter_dir, "state_path": _last_checkpoint(out_dir)["state_path"],
               "steps": config.steps, "seconds": round(time.perf_counter() - started, 2)}
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
