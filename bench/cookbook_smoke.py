@@ -40,7 +40,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from typing import Any
 
 import chz
 import tinker
+from serve_process import advertised_model, free_port, start_server, stop_server, tail
 
 from kubetune.tasks.text2sql.dataset import Example, db_path, load_split
 from kubetune.tasks.text2sql.execution_accuracy import execution_match
@@ -318,62 +318,12 @@ def summarize(name: str, work: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- server (parent)
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_server(base_model: str, work: Path, port: int, timeout_s: float) -> subprocess.Popen[bytes]:
-    kubetune = Path(sys.executable).with_name("kubetune")
-    log = open(work / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen([str(kubetune), "serve", "--base-model", base_model, "--host", "127.0.0.1",
-                             "--port", str(port), "--checkpoint-dir", str(work / "checkpoints")],
-                            stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"kubetune serve exited with {proc.returncode}:\n{tail(work / 'server.log')}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return proc
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"kubetune serve was not healthy after {timeout_s:.0f} s:\n{tail(work / 'server.log')}")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def advertised_model(base_url: str, api_key: str) -> str:
-    """The model name the server advertises: what the cookbook hands to ``AutoTokenizer``."""
-    capabilities = tinker.RestClient(base_url=base_url, api_key=api_key).get_server_capabilities().result()
-    models = capabilities.supported_models
-    names = [m.model_name for m in models if m.model_name]
-    if len(names) != 1:
-        raise RuntimeError(f"expected one served model, got {names}")
-    return names[0]
-
-
 def child_env(api_key: str = API_KEY) -> dict[str, str]:
     """Offline, and the API key the cookbook's ``ServiceClient`` reads (it passes none itself)."""
     env = dict(os.environ)
     env.update(TINKER_API_KEY=api_key, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     return env
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join(text[-lines:])
 
 
 def refused_requests(base_url: str) -> list[str]:
@@ -457,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         if base_url is None:
             port = free_port()
             print(f"starting kubetune serve --base-model {args.base_model} on port {port} …", flush=True)
-            server = start_server(args.base_model, work, port, timeout_s=300)
+            server = start_server(args.base_model, work, port, timeout_s=300, env=child_env())
             base_url = f"http://127.0.0.1:{port}"
         model = advertised_model(base_url, settings.api_key)
         print(f"server {base_url} advertises {model}", flush=True)

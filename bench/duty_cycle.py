@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from serve_process import free_port, start_server, stop_server
 
 API_KEY = "tml-bench"
 
@@ -46,32 +46,6 @@ class Mode:
     @property
     def busy_fraction(self) -> float:
         return self.busy_s / self.wall_s
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(base_model: str, port: int, workdir: Path) -> subprocess.Popen:
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kubetune.cli", "serve", "--base-model", base_model, "--port", str(port),
-         "--checkpoint-dir", str(workdir / "checkpoints")],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 600  # `tiny` may bootstrap on first use
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}; see {workdir / 'server.log'}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not become healthy in 600 s")
 
 
 def busy_seconds(port: int) -> float:
@@ -258,7 +232,7 @@ def main() -> None:
     os.environ.setdefault("TINKER_TELEMETRY", "0")
     workdir = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
     port = free_port()
-    server = start_server(args.base_model, port, workdir)
+    server = start_server(args.base_model, workdir, port)
     base_url = f"http://127.0.0.1:{port}"
     try:
         caps = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -283,8 +257,7 @@ def main() -> None:
         for job in jobs:
             job.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
     ratio = packed.wall_s / sequential.wall_s
     print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "

@@ -11,11 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import ApiServer
-
-pytest.importorskip("tinker_cookbook", reason="`make install` adds tinker-cookbook (pip --no-deps)")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "cookbook_smoke.py"
 
