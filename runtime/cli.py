@@ -119,34 +119,139 @@ def eval_(
         console.print(f"report: {out}")
 
 
-@train_app.command("sft")
-def train_sft(
-    data: Path = typer.Option(Path("runs/data"), help="Dataset (Spider layout); the embedded task is built there if missing."),
-    out: Path = typer.Option(Path("runs/sft"), help="metrics.jsonl, checkpoints.jsonl and result.json go here."),
-    base_url: str | None = typer.Option(None, help="A running kubetune/Tinker server; omit to start one in this process."),
-    base_model: str = typer.Option("tiny", help="Model reference (embedded server) or the name the server advertises."),
-    api_key: str = typer.Option("tml-local", envvar="TINKER_API_KEY", help="API key (tml-...)."),
-    steps: int = typer.Option(150, min=1),
-    batch_size: int = typer.Option(16, min=1),
-    learning_rate: float = typer.Option(3e-3, help="Peak LR; linear warmup, then cosine to 10 %."),
-    lora_rank: int = typer.Option(16, min=1),
-    seed: int = typer.Option(0),
-    save_every: int = typer.Option(50, min=0, help="Steps between saved states (0: final only)."),
-    resume: bool = typer.Option(False, help="Continue from the last state in OUT/checkpoints.jsonl."),
-) -> None:
-    """Supervised fine-tuning: cross-entropy on the train split's prompt → SQL pairs."""
-    from .recipes import SFTConfig, run_sft
+def _dataset(data: Path) -> Path:
     from .tasks.text2sql import build_dataset
 
     if not (data / "train.jsonl").is_file():
         console.print(f"no dataset in {data}: building the embedded text-to-SQL task there")
         build_dataset(data)
-    result = run_sft(SFTConfig(data_dir=data, out_dir=out, base_url=base_url, base_model=base_model, api_key=api_key,
-                               steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
-                               seed=seed, save_every=save_every, resume=resume), log=console.print)
+    return data
+
+
+def _report(result: dict, out: Path) -> None:
     console.print(f"adapter: {result['sampler_path']}\nstate:   {result['state_path']}\nlog:     {out / 'metrics.jsonl'}")
     if result["adapter_dir"]:
         console.print(f"adapter directory (for `kubetune eval --adapter`): {result['adapter_dir']}")
+
+
+DATA_OPT = typer.Option(Path("runs/data"), help="Dataset (Spider layout); the embedded task is built there if missing.")
+BASE_URL_OPT = typer.Option(None, help="A running kubetune/Tinker server; omit to start one in this process.")
+BASE_MODEL_OPT = typer.Option("tiny", help="Model reference (embedded server) or the name the server advertises.")
+API_KEY_OPT = typer.Option("tml-local", envvar="TINKER_API_KEY", help="API key (tml-...).")
+CKPT_OPT = typer.Option(None, help="Embedded server's checkpoint store (default OUT/checkpoints); share it to chain runs.")
+INIT_OPT = typer.Option(None, help="tinker:// training state to start from, e.g. the SFT run's final state.")
+SAVE_OPT = typer.Option(50, min=0, help="Steps between saved states (0: final only).")
+RESUME_OPT = typer.Option(False, help="Continue from the last state in OUT/checkpoints.jsonl.")
+EVAL_OPT = typer.Option(50, min=0, help="Held-out examples per split evaluated at the end (0: none).")
+
+
+@train_app.command("sft")
+def train_sft(
+    data: Path = DATA_OPT,
+    out: Path = typer.Option(Path("runs/sft"), help="metrics.jsonl, checkpoints.jsonl and result.json go here."),
+    base_url: str | None = BASE_URL_OPT,
+    base_model: str = BASE_MODEL_OPT,
+    api_key: str = API_KEY_OPT,
+    checkpoint_dir: Path | None = CKPT_OPT,
+    steps: int = typer.Option(150, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    learning_rate: float = typer.Option(3e-3, help="Peak LR; linear warmup, then cosine to 10 %."),
+    lora_rank: int = typer.Option(16, min=1),
+    seed: int = typer.Option(0),
+    save_every: int = SAVE_OPT,
+    resume: bool = RESUME_OPT,
+    eval_examples: int = EVAL_OPT,
+) -> None:
+    """Supervised fine-tuning: cross-entropy on the train split's prompt → SQL pairs."""
+    from .recipes import SFTConfig, run_sft
+
+    result = run_sft(SFTConfig(data_dir=_dataset(data), out_dir=out, base_url=base_url, base_model=base_model,
+                               api_key=api_key, checkpoint_dir=checkpoint_dir, steps=steps, batch_size=batch_size,
+                               learning_rate=learning_rate, lora_rank=lora_rank, seed=seed, save_every=save_every,
+                               resume=resume, eval_examples=eval_examples), log=console.print)
+    _report(result, out)
+
+
+@train_app.command("ppo")
+def train_ppo(
+    data: Path = DATA_OPT,
+    out: Path = typer.Option(Path("runs/ppo"), help="metrics.jsonl, checkpoints.jsonl and result.json go here."),
+    base_url: str | None = BASE_URL_OPT,
+    base_model: str = BASE_MODEL_OPT,
+    api_key: str = API_KEY_OPT,
+    checkpoint_dir: Path | None = CKPT_OPT,
+    init_state: str | None = INIT_OPT,
+    steps: int = typer.Option(150, min=1),
+    prompts_per_step: int = typer.Option(4, min=1),
+    group_size: int = typer.Option(8, min=2, help="Samples per prompt."),
+    learning_rate: float = typer.Option(1e-3),
+    loss: str = typer.Option("ppo", help="ppo (clipped) or importance_sampling."),
+    kl_coef: float = typer.Option(0.0, min=0.0, help="KL penalty to the base model (adapter off)."),
+    reward: str = typer.Option("execution", help="execution, shaped or format."),
+    temperature: float = typer.Option(1.0, min=0.0),
+    max_tokens: int = typer.Option(64, min=1),
+    lora_rank: int = typer.Option(16, min=1, help="For a fresh adapter only."),
+    seed: int = typer.Option(0),
+    save_every: int = SAVE_OPT,
+    resume: bool = RESUME_OPT,
+    eval_examples: int = EVAL_OPT,
+) -> None:
+    """GRPO-style RL: G samples per prompt of the rl split, group-normalised execution rewards."""
+    from .recipes import PPOConfig, run_ppo
+
+    config = _config(PPOConfig, data_dir=data, out_dir=out, base_url=base_url, base_model=base_model,
+                     api_key=api_key, checkpoint_dir=checkpoint_dir, init_state=init_state, steps=steps,
+                     prompts_per_step=prompts_per_step, group_size=group_size, learning_rate=learning_rate,
+                     loss=loss, kl_coef=kl_coef, reward=reward, temperature=temperature, max_tokens=max_tokens,
+                     lora_rank=lora_rank, seed=seed, save_every=save_every, resume=resume,
+                     eval_examples=eval_examples)
+    _dataset(data)
+    _report(run_ppo(config, log=console.print), out)
+
+
+@train_app.command("dpo")
+def train_dpo(
+    data: Path = DATA_OPT,
+    out: Path = typer.Option(Path("runs/dpo"), help="metrics.jsonl, checkpoints.jsonl, pairs.jsonl and result.json go here."),
+    base_url: str | None = BASE_URL_OPT,
+    base_model: str = BASE_MODEL_OPT,
+    api_key: str = API_KEY_OPT,
+    checkpoint_dir: Path | None = CKPT_OPT,
+    init_state: str | None = INIT_OPT,
+    pairs_file: Path | None = typer.Option(None, help='JSONL of {"prompt", "chosen", "rejected"}; omit to sample pairs.'),
+    pair_prompts: int = typer.Option(200, min=1, help="rl-split prompts sampled to build pairs."),
+    pair_samples: int = typer.Option(8, min=2, help="Samples per prompt when building pairs."),
+    gold_fallback: bool = typer.Option(False, help="Use the gold SQL as chosen when no sample is correct."),
+    reference: str = typer.Option("snapshot", help="snapshot (the starting policy) or base (adapter off)."),
+    beta: float = typer.Option(0.1),
+    steps: int = typer.Option(100, min=1),
+    batch_size: int = typer.Option(8, min=1, help="Pairs per step."),
+    learning_rate: float = typer.Option(5e-4),
+    lora_rank: int = typer.Option(16, min=1, help="For a fresh adapter only."),
+    seed: int = typer.Option(0),
+    save_every: int = SAVE_OPT,
+    resume: bool = RESUME_OPT,
+    eval_examples: int = EVAL_OPT,
+) -> None:
+    """DPO on preference pairs from the policy's own samples (or a file), sigmoid loss, frozen reference."""
+    from .recipes import DPOConfig, run_dpo
+
+    config = _config(DPOConfig, data_dir=data, out_dir=out, base_url=base_url, base_model=base_model,
+                     api_key=api_key, checkpoint_dir=checkpoint_dir, init_state=init_state, pairs_file=pairs_file,
+                     pair_prompts=pair_prompts, pair_samples=pair_samples, gold_fallback=gold_fallback,
+                     reference=reference, beta=beta, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                     lora_rank=lora_rank, seed=seed, save_every=save_every, resume=resume,
+                     eval_examples=eval_examples)
+    _dataset(data)
+    _report(run_dpo(config, log=console.print), out)
+
+
+def _config(cls, **fields):
+    """A recipe config, with a wrong value reported as a usage error rather than a traceback."""
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

@@ -26,7 +26,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def config(api_server: ApiServer, data: Path, out: Path, **overrides) -> SFTConfig:
     settings = dict(data_dir=data, out_dir=out, base_url=api_server.url, base_model=str(api_server.model_dir),
                     api_key=api_server.keys["alice"], steps=6, batch_size=4, learning_rate=2e-2, warmup_steps=1,
-                    lora_rank=4, max_length=64, save_every=0)
+                    lora_rank=4, max_length=64, save_every=0, eval_examples=0)
     settings.update(overrides)
     return SFTConfig(**settings)
 
@@ -80,7 +80,10 @@ def test_embedded_run_leaves_an_adapter_directory_for_eval(api_server: ApiServer
     from kubetune.evaluate import adapter_base_model
     from kubetune.models.reference import load_base_model
 
-    result = run_sft(config(api_server, data, tmp_path, base_url=None, steps=2), log=lambda _: None)
+    result = run_sft(config(api_server, data, tmp_path, base_url=None, steps=2, eval_examples=3,
+                            eval_splits=("heldout_values", "heldout_database"), max_prompt_tokens=60), log=lambda _: None)
+    assert set(result["eval"]) == {"heldout_values", "heldout_database"}
+    assert all(r["total"] == 3 and 0.0 <= r["accuracy"] <= r["valid_sql"] + 1e-9 for r in result["eval"].values())
     adapter = Path(result["adapter_dir"])
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert adapter.is_relative_to(tmp_path / "checkpoints")

@@ -1,0 +1,229 @@
+"""DPO over the Tinker API: preference pairs from the policy's own samples, sigmoid loss, frozen reference.
+
+1. Pairs. Either a JSONL file of ``{"prompt", "chosen", "rejected"}`` texts, or built from the
+   starting policy: each of ``pair_prompts`` prompts of the ``rl`` split gets ``pair_samples``
+   samples, scored by sandboxed execution; chosen = a sample that executes correctly, rejected =
+   one that is wrong or invalid. With ``gold_fallback`` a prompt with no correct sample uses its
+   gold SQL as chosen. Pairs and their reference log-probabilities are written to
+   ``out_dir/pairs.jsonl`` once, so a resumed run trains on exactly the same pairs.
+2. Reference. ``snapshot``: the starting policy (its weights frozen in a sampler snapshot);
+   ``base``: the base model with the adapter off. Either way no second model is loaded.
+3. Loss (``forward_backward_custom``, computed client-side on the server's log-probabilities):
+   ``-log σ(β·[(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))])`` averaged over the batch.
+
+Logged per step: loss, preference accuracy (margin > 0), mean reward margin, chosen and rejected
+implicit rewards ``β·(log π - log π_ref)``.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tinker import types
+
+from ..tasks.text2sql import db_path, execute_sql, load_split, text2sql_reward
+from ..training_data import tokenize_pair
+from .common import (
+    DEFAULT_EVAL_SPLITS,
+    RunLog,
+    batch_indices,
+    finish,
+    open_trainer,
+    prompt_tokens,
+    should_save,
+    training_endpoint,
+)
+
+
+@dataclass
+class DPOConfig:
+    data_dir: Path  # a dataset in Spider layout; its `rl` split gives the prompts
+    out_dir: Path
+    base_url: str | None = None
+    base_model: str = "tiny"
+    api_key: str = "tml-local"
+    checkpoint_dir: Path | None = None  # embedded server's store; default out_dir/checkpoints
+    init_state: str | None = None  # tinker:// state to start from (e.g. SFT's final); None: a fresh adapter
+    pairs_file: Path | None = None  # JSONL {"prompt", "chosen", "rejected"}; None: sample them
+    pair_prompts: int = 200
+    pair_samples: int = 8
+    gold_fallback: bool = False  # chosen = gold SQL when no sample of a prompt is correct
+    temperature: float = 1.0
+    max_tokens: int = 64
+    max_prompt_tokens: int | None = 256  # longer prompts lose schema text from the left
+    reference: Literal["snapshot", "base"] = "snapshot"
+    beta: float = 0.1
+    steps: int = 100
+    batch_size: int = 8  # pairs per step
+    learning_rate: float = 5e-4
+    lora_rank: int = 16
+    seed: int = 0
+    save_every: int = 50
+    resume: bool = False
+    eval_examples: int = 50
+    eval_splits: tuple[str, ...] = field(default=DEFAULT_EVAL_SPLITS)
+
+    def __post_init__(self) -> None:
+        if self.reference not in ("snapshot", "base"):
+            raise ValueError(f"reference must be 'snapshot' or 'base'; got {self.reference!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive; got {self.beta}")
+
+
+@dataclass
+class Pair:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    ref_chosen: float = 0.0  # summed reference log-probability of the chosen completion
+    ref_rejected: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sigmoid DPO on summed sequence log-probabilities (one entry per pair)."""
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    margin = chosen_reward - rejected_reward
+    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    return loss, {
+        "dpo_loss": float(loss.detach()),
+        "preference_accuracy": float((margin > 0).float().mean()),
+        "reward_margin": float(margin.detach().mean()),
+        "chosen_reward": float(chosen_reward.detach().mean()),
+        "rejected_reward": float(rejected_reward.detach().mean()),
+    }
+
+
+def pair_loss(batch: list[Pair], beta: float):
+    """The custom loss for ``forward_backward_custom`` over datums laid out chosen, rejected, chosen, …"""
+    ref_chosen = torch.tensor([p.ref_chosen for p in batch])
+    ref_rejected = torch.tensor([p.ref_rejected for p in batch])
+
+    def loss_fn(datums: list[types.Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        summed = torch.stack([(lp * d.loss_fn_inputs["weights"].to_torch()).sum()
+                              for d, lp in zip(datums, logprobs, strict=True)])
+        return dpo_loss(summed[0::2], summed[1::2], ref_chosen, ref_rejected, beta)
+
+    return loss_fn
+
+
+def completion_datum(prompt: list[int], completion: list[int]) -> types.Datum:
+    """Weight 1 on the completion's tokens, 0 on the prompt: the loss sums the completion's log-prob."""
+    tokens = prompt + completion
+    weights = [0.0] * (len(prompt) - 1) + [1.0] * len(completion)
+    return types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
+                       loss_fn_inputs={"target_tokens": tokens[1:], "weights": weights})
+
+
+def _sampled_pairs(sampler, tokenizer, config: DPOConfig, log) -> list[Pair]:
+    data_dir = Path(config.data_dir)
+    examples = load_split(data_dir, "rl")[: config.pair_prompts]
+    if not examples:
+        raise ValueError(f"{data_dir} has no `rl` split examples to build preference pairs from")
+    params = types.SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed)
+    prompts = [prompt_tokens(tokenizer, ex.prompt(data_dir), config.max_prompt_tokens) for ex in examples]
+    futures = [sampler.sample(types.ModelInput.from_ints(p), config.pair_samples, params) for p in prompts]
+    pairs, no_correct, no_wrong = [], 0, 0
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for example, prompt, future in zip(examples, prompts, futures, strict=True):
+            sequences = future.result().sequences
+            database = db_path(data_dir, example.db_id)
+            gold = execute_sql(database, example.query)
+            texts = [tokenizer.decode(s.tokens, skip_special_tokens=True) for s in sequences]
+            scored = list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, gold=gold), texts))
+            right = [list(s.tokens) for s, r in zip(sequences, scored, strict=True) if r.correct]
+            wrong = [list(s.tokens) for s, r in zip(sequences, scored, strict=True) if not r.correct]
+            if not wrong:
+                no_wrong += 1
+                continue
+            if not right:
+                no_correct += 1
+                if not config.gold_fallback:
+                    continue
+                right = [tokenize_pair(tokenizer, "", example.completion).completion]
+            pairs.append(Pair(prompt, right[0], wrong[0]))
+    log(f"preference pairs: {len(pairs)} from {len(examples)} prompts ({no_correct} had no correct sample"
+        f"{', gold used' if config.gold_fallback else ''}; {no_wrong} had no wrong one)")
+    return pairs
+
+
+def _file_pairs(path: Path, tokenizer) -> list[Pair]:
+    pairs = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        missing = {"prompt", "chosen", "rejected"} - set(record)
+        if missing:
+            raise ValueError(f"{path}:{number}: a preference pair needs prompt, chosen and rejected; missing {sorted(missing)}")
+        chosen = tokenize_pair(tokenizer, record["prompt"], record["chosen"])
+        rejected = tokenize_pair(tokenizer, record["prompt"], record["rejected"])
+        pairs.append(Pair(chosen.prompt, chosen.completion, rejected.completion))
+    return pairs
+
+
+def _with_reference(pairs: list[Pair], reference) -> list[Pair]:
+    """Fills each pair's summed reference log-probabilities (one compute_logprobs per sequence)."""
+    def summed(prompt: list[int], completion: list[int]):
+        return reference.compute_logprobs(types.ModelInput.from_ints(prompt + completion))
+
+    futures = [(summed(p.prompt, p.chosen), summed(p.prompt, p.rejected)) for p in pairs]
+    for pair, (chosen, rejected) in zip(pairs, futures, strict=True):
+        pair.ref_chosen = float(np.sum(chosen.result()[len(pair.prompt):]))
+        pair.ref_rejected = float(np.sum(rejected.result()[len(pair.prompt):]))
+    return pairs
+
+
+def run_dpo(config: DPOConfig, log=print) -> dict:
+    """Builds pairs, trains, checkpoints, evaluates; returns the result (also ``out_dir/result.json``)."""
+    import tinker
+
+    run = RunLog(config.out_dir, config.resume)
+    last = run.last_checkpoint() if config.resume else None
+    checkpoint_dir = config.checkpoint_dir or Path(config.out_dir) / "checkpoints"
+    pairs_path = Path(config.out_dir) / "pairs.jsonl"
+    with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint:
+        service = tinker.ServiceClient(base_url=endpoint.url, api_key=config.api_key)
+        trainer, start = open_trainer(service, endpoint, last=last, init_state=config.init_state,
+                                      lora_rank=config.lora_rank, seed=config.seed, log=log)
+        tokenizer = trainer.get_tokenizer()
+        if last is not None and pairs_path.is_file():
+            pairs = [Pair(**json.loads(line)) for line in pairs_path.read_text().splitlines() if line.strip()]
+        else:
+            snapshot = trainer.save_weights_and_get_sampling_client().result()
+            pairs = (_file_pairs(config.pairs_file, tokenizer) if config.pairs_file is not None
+                     else _sampled_pairs(snapshot, tokenizer, config, log))
+            if not pairs:
+                raise ValueError("no preference pairs: every prompt's samples were all right or all wrong; sample more "
+                                 "(pair_prompts, pair_samples), raise the temperature, or set gold_fallback")
+            reference = snapshot if config.reference == "snapshot" else \
+                service.create_sampling_client(base_model=endpoint.base_model).result()
+            pairs = _with_reference(pairs, reference)
+            pairs_path.write_text("".join(p.to_json() + "\n" for p in pairs))
+        for step in range(start, config.steps):
+            batch = [pairs[i] for i in batch_indices(step, len(pairs), config.batch_size, config.seed)]
+            data = [d for p in batch for d in (completion_datum(p.prompt, p.chosen), completion_datum(p.prompt, p.rejected))]
+            fwd = trainer.forward_backward_custom(data, pair_loss(batch, config.beta))
+            opt = trainer.optim_step(types.AdamParams(learning_rate=config.learning_rate, grad_clip_norm=1.0))
+            metrics = fwd.result().metrics
+            row = {"step": step, **{k: metrics[k] for k in ("dpo_loss", "preference_accuracy", "reward_margin",
+                                                            "chosen_reward", "rejected_reward")},
+                   "grad_norm": opt.result().metrics.get("optim/grad_norm"), "seconds": run.elapsed()}
+            run.metrics(row)
+            if step % 10 == 0 or step == config.steps - 1:
+                log(f"step {step:4d}  loss {row['dpo_loss']:.4f}  pref-acc {row['preference_accuracy']:.2f}  "
+                    f"margin {row['reward_margin']:.3f}  {row['seconds']:6.1f} s")
+            if name := should_save(step, config.steps, config.save_every):
+                run.checkpoint(step, name, trainer.save_state(name).result().path)
+        return finish(service, trainer, tokenizer, endpoint, run, config, log, pairs=len(pairs))

@@ -1,0 +1,238 @@
+"""GRPO-style PPO over the Tinker API: sample a group per prompt, score, normalise within the group, update.
+
+One step, as a plain loop over the official ``tinker`` SDK:
+
+1. ``save_weights_and_get_sampling_client`` snapshots the current policy;
+2. ``prompts_per_step`` prompts of the ``rl`` split (wordings SFT never saw; their gold SQL only
+   computes rewards) each get ``group_size`` samples;
+3. every completion is scored by :func:`~kubetune.tasks.text2sql.text2sql_reward` (sandboxed);
+4. advantages are the group-normalised rewards ``(r - mean) / (std + eps)``; groups whose rewards
+   are all equal carry no signal and are dropped;
+5. optional KL penalty to the reference, the base model with the adapter off (no second model):
+   each completion token's advantage is reduced by ``kl_coef · (log q - log p_ref)``;
+6. ``forward_backward`` with ``ppo`` (clipped ratio) or ``importance_sampling``, advantages divided
+   by the batch's completion-token count (a token mean), then ``optim_step``.
+
+Logged per step: reward mean/std, accuracy, valid-SQL rate, fraction of mixed groups, KL, entropy
+(mean negative log-probability of the sampled tokens), clip fraction, completion length, loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tinker import types
+
+from ..engine.losses import DEFAULT_CLIP_HIGH, DEFAULT_CLIP_LOW
+from ..tasks.text2sql import (
+    REWARD_VARIANTS,
+    Example,
+    Reward,
+    db_path,
+    execute_sql,
+    load_split,
+    text2sql_reward,
+)
+from .common import (
+    DEFAULT_EVAL_SPLITS,
+    RunLog,
+    batch_indices,
+    finish,
+    open_trainer,
+    prompt_tokens,
+    should_save,
+    training_endpoint,
+)
+
+ADVANTAGE_EPS = 1e-6
+
+
+@dataclass
+class PPOConfig:
+    data_dir: Path  # a dataset in Spider layout; its `rl` split gives the prompts
+    out_dir: Path
+    base_url: str | None = None  # None: an embedded server in this process
+    base_model: str = "tiny"
+    api_key: str = "tml-local"
+    checkpoint_dir: Path | None = None  # embedded server's store; default out_dir/checkpoints
+    init_state: str | None = None  # tinker:// state to start from (e.g. SFT's final); None: a fresh adapter
+    steps: int = 150
+    prompts_per_step: int = 4
+    group_size: int = 8  # samples per prompt
+    learning_rate: float = 1e-3  # constant (RL runs are short and start from SFT)
+    loss: Literal["ppo", "importance_sampling"] = "ppo"
+    clip_low: float = DEFAULT_CLIP_LOW
+    clip_high: float = DEFAULT_CLIP_HIGH
+    kl_coef: float = 0.0  # penalty towards the base model (adapter off); 0 skips the reference pass
+    reward: str = "execution"  # execution | shaped | format
+    # A custom reward, (example, completion text) -> float, replacing `reward` (e.g. another task's).
+    reward_fn: Callable[[Example, str], float] | None = None
+    temperature: float = 1.0
+    max_tokens: int = 64
+    max_prompt_tokens: int | None = 256  # longer prompts lose schema text from the left
+    lora_rank: int = 16  # for a fresh adapter only; a state brings its own
+    seed: int = 0
+    save_every: int = 50
+    resume: bool = False
+    eval_examples: int = 50
+    eval_splits: tuple[str, ...] = field(default=DEFAULT_EVAL_SPLITS)
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARD_VARIANTS:
+            raise ValueError(f"reward must be one of {', '.join(REWARD_VARIANTS)}; got {self.reward!r}")
+        if self.loss not in ("ppo", "importance_sampling"):
+            raise ValueError(f"loss must be 'ppo' or 'importance_sampling'; got {self.loss!r}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be at least 2: advantages compare samples of one prompt")
+        if not 0.0 <= self.clip_low <= 1.0 <= self.clip_high:
+            raise ValueError(f"need 0 <= clip_low <= 1 <= clip_high; got {self.clip_low}, {self.clip_high}")
+
+
+def group_advantages(rewards: list[float]) -> list[float] | None:
+    """``(r - mean) / (std + eps)`` within one group; None when every reward is the same (no signal)."""
+    values = np.asarray(rewards, dtype=np.float64)
+    std = values.std()
+    if std < ADVANTAGE_EPS:
+        return None
+    return ((values - values.mean()) / (std + ADVANTAGE_EPS)).tolist()
+
+
+def rl_datum(prompt: list[int], completion: list[int], sampled_logprobs: list[float],
+             token_advantages: list[float]) -> types.Datum:
+    """A policy-gradient datum: prompt positions carry zero advantage, completion positions theirs."""
+    tokens = prompt + completion
+    pad = len(prompt) - 1
+    return types.Datum(
+        model_input=types.ModelInput.from_ints(tokens[:-1]),
+        loss_fn_inputs={
+            "target_tokens": tokens[1:],
+            "logprobs": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(sampled_logprobs), np.float32)),
+            "advantages": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(token_advantages), np.float32)),
+        },
+    )
+
+
+@dataclass
+class Rollout:
+    prompt: list[int]
+    tokens: list[int]
+    logprobs: list[float]
+    reward: float
+    correct: bool
+    valid: bool
+
+
+def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, config: PPOConfig,
+              step: int, pool: ThreadPoolExecutor) -> list[list[Rollout]]:
+    """One group of scored samples per example."""
+    params = types.SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature,
+                                  seed=config.seed * 1_000_003 + step)
+    prompts = [prompt_tokens(tokenizer, ex.prompt(data_dir), config.max_prompt_tokens) for ex in examples]
+    futures = [sampler.sample(types.ModelInput.from_ints(p), config.group_size, params) for p in prompts]
+    groups = []
+    for example, prompt, future in zip(examples, prompts, futures, strict=True):
+        sequences = future.result().sequences
+        database = db_path(data_dir, example.db_id)
+        gold = execute_sql(database, example.query)
+        texts = [tokenizer.decode(s.tokens, skip_special_tokens=True) for s in sequences]
+        if config.reward_fn is not None:
+            rewards = [Reward(float(config.reward_fn(example, text)), "", True, False) for text in texts]
+        else:
+            rewards = list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, variant=config.reward,
+                                            gold=gold), texts))
+        groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid)
+                       for s, r in zip(sequences, rewards, strict=True)])
+    return groups
+
+
+def run_ppo(config: PPOConfig, log=print) -> dict:
+    """Trains, checkpoints, evaluates and returns the result (also written to ``out_dir/result.json``)."""
+    import tinker
+
+    run = RunLog(config.out_dir, config.resume)
+    last = run.last_checkpoint() if config.resume else None
+    checkpoint_dir = config.checkpoint_dir or Path(config.out_dir) / "checkpoints"
+    data_dir = Path(config.data_dir)
+    with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint, \
+            ThreadPoolExecutor(max_workers=4) as pool:
+        service = tinker.ServiceClient(base_url=endpoint.url, api_key=config.api_key)
+        trainer, start = open_trainer(service, endpoint, last=last, init_state=config.init_state,
+                                      lora_rank=config.lora_rank, seed=config.seed, log=log)
+        tokenizer = trainer.get_tokenizer()
+        reference = service.create_sampling_client(base_model=endpoint.base_model).result() if config.kl_coef else None
+        examples = load_split(data_dir, "rl")
+        if not examples:
+            raise ValueError(f"{data_dir} has no `rl` split examples to take prompts from")
+        loss_config = {"clip_low_threshold": config.clip_low, "clip_high_threshold": config.clip_high} \
+            if config.loss == "ppo" else None
+        for step in range(start, config.steps):
+            batch = [examples[i] for i in batch_indices(step, len(examples), config.prompts_per_step, config.seed)]
+            sampler = trainer.save_weights_and_get_sampling_client().result()
+            groups = _rollouts(sampler, tokenizer, batch, data_dir, config, step, pool)
+            row = _train_step(trainer, reference, groups, config, loss_config)
+            row.update(step=step, seconds=run.elapsed())
+            run.metrics(row)
+            if step % 10 == 0 or step == config.steps - 1:
+                log(f"step {step:4d}  reward {row['reward_mean']:.3f}  acc {row['accuracy']:.3f}  "
+                    f"mixed {row['mixed_groups']:.2f}  kl {row['kl']:.4f}  {row['seconds']:6.1f} s")
+            if name := should_save(step, config.steps, config.save_every):
+                run.checkpoint(step, name, trainer.save_state(name).result().path)
+        return finish(service, trainer, tokenizer, endpoint, run, config, log)
+
+
+def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConfig,
+                loss_config: dict[str, float] | None) -> dict:
+    """Advantages, optional KL shaping, one forward_backward + optim_step; returns the step's metrics."""
+    flat = [r for group in groups for r in group]
+    rewards = [r.reward for r in flat]
+    kept: list[tuple[Rollout, float]] = []
+    mixed = 0
+    for group in groups:
+        advantages = group_advantages([r.reward for r in group])
+        if advantages is not None:
+            mixed += 1
+            kept.extend(zip(group, advantages, strict=True))
+    row = {
+        "reward_mean": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
+        "accuracy": float(np.mean([r.correct for r in flat])), "valid_sql": float(np.mean([r.valid for r in flat])),
+        "mixed_groups": mixed / len(groups),
+        "completion_tokens": float(np.mean([len(r.tokens) for r in flat])),
+        "entropy": -float(np.mean([lp for r in flat for lp in r.logprobs])) if flat else 0.0,
+        "kl": 0.0, "clip_fraction": 0.0, "loss": 0.0, "grad_norm": None, "trained_sequences": len(kept),
+    }
+    if not kept:  # every group agreed: nothing to learn from this batch, and no update
+        return row
+    kl_per_token = [np.zeros(len(r.tokens)) for r, _ in kept]
+    if reference is not None:
+        futures = [reference.compute_logprobs(types.ModelInput.from_ints(r.prompt + r.tokens)) for r, _ in kept]
+        for i, ((rollout, _), future) in enumerate(zip(kept, futures, strict=True)):
+            ref = np.asarray(future.result()[len(rollout.prompt):], dtype=np.float64)
+            kl_per_token[i] = np.asarray(rollout.logprobs, dtype=np.float64) - ref
+        row["kl"] = float(np.mean(np.concatenate(kl_per_token)))
+    n_tokens = sum(len(r.tokens) for r, _ in kept)
+    data = [rl_datum(r.prompt, r.tokens, r.logprobs, list((advantage - config.kl_coef * kl) / n_tokens))
+            for (r, advantage), kl in zip(kept, kl_per_token, strict=True)]
+    fwd = trainer.forward_backward(data, config.loss, loss_config)
+    opt = trainer.optim_step(types.AdamParams(learning_rate=config.learning_rate, grad_clip_norm=1.0))
+    output = fwd.result()
+    row["loss"] = output.metrics["loss:sum"]
+    row["clip_fraction"] = _clip_fraction(output, kept, config)
+    row["grad_norm"] = opt.result().metrics.get("optim/grad_norm")
+    return row
+
+
+def _clip_fraction(output: types.ForwardBackwardOutput, kept: list[tuple[Rollout, float]], config: PPOConfig) -> float:
+    """Fraction of completion tokens whose ratio ``exp(log p - log q)`` lies outside the clip range."""
+    outside = total = 0
+    for (rollout, _), out in zip(kept, output.loss_fn_outputs, strict=True):
+        current = out["logprobs"].to_numpy()[-len(rollout.tokens):]
+        ratio = np.exp(current - np.asarray(rollout.logprobs))
+        outside += int(((ratio < config.clip_low) | (ratio > config.clip_high)).sum())
+        total += len(rollout.tokens)
+    return outside / total if total else 0.0
