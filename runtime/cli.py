@@ -184,7 +184,7 @@ def train_ppo(
     steps: int = typer.Option(150, min=1),
     prompts_per_step: int = typer.Option(4, min=1),
     group_size: int = typer.Option(8, min=2, help="Samples per prompt."),
-    learning_rate: float = typer.Option(1e-3),
+    learning_rate: float = typer.Option(2e-4),
     loss: str = typer.Option("ppo", help="ppo (clipped) or importance_sampling."),
     kl_coef: float = typer.Option(0.0, min=0.0, help="KL penalty to the base model (adapter off)."),
     reward: str = typer.Option("execution", help="execution, shaped or format."),

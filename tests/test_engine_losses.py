@@ -69,18 +69,7 @@ def _data(loss: str, current_lp: list[torch.Tensor] | None, seed: int = 0):
 )
 def test_loss_and_gradients_match_direct_pytorch(engine, loss: str, config: dict) -> None:
     job = engine.create_model("m", LoraSpec(rank=4, seed=3))
-    # Move the adapter away from its zero-initialised B so every path carries gradient.
-    with torch.no_grad():
-        for p in job.params:
-            p.add_(0.05 * torch.randn_like(p))
-
-    # Reference model: the same base weights, a single standard PEFT adapter with the same tensors.
-    reference = make_tiny_gemma()
-    adapter_cfg = engine.peft.peft_config[job.metadata["adapter"]]
-    ref = peft.get_peft_model(reference, peft.LoraConfig(
-        r=4, lora_alpha=adapter_cfg.lora_alpha, target_modules=list(adapter_cfg.target_modules), lora_dropout=0.0))
-    set_peft_model_state_dict(ref, get_peft_model_state_dict(engine.peft, adapter_name=job.metadata["adapter"], save_embedding_layers=False))
-    ref.eval()
+    ref = _same_adapter_outside_engine(engine, job)
 
     # Sampling logprobs are built around the current model's logprobs so clipping is exercised.
     _, raw = _data("cross_entropy", None)
@@ -105,6 +94,24 @@ def test_loss_and_gradients_match_direct_pytorch(engine, loss: str, config: dict
     total.backward()
 
     assert result.metrics["loss:sum"] == pytest.approx(float(total.detach()), rel=1e-5, abs=1e-5)
+    _assert_same_gradients(engine, job, ref)
+
+
+def _same_adapter_outside_engine(engine, job):
+    """Reference model: the same base weights, a single standard PEFT adapter with the same tensors."""
+    with torch.no_grad():  # move the adapter away from its zero-initialised B so every path carries gradient
+        for p in job.params:
+            p.add_(0.05 * torch.randn_like(p))
+    adapter_cfg = engine.peft.peft_config[job.metadata["adapter"]]
+    ref = peft.get_peft_model(make_tiny_gemma(), peft.LoraConfig(
+        r=4, lora_alpha=adapter_cfg.lora_alpha, target_modules=list(adapter_cfg.target_modules), lora_dropout=0.0))
+    set_peft_model_state_dict(ref, get_peft_model_state_dict(engine.peft, adapter_name=job.metadata["adapter"],
+                                                             save_embedding_layers=False))
+    ref.eval()
+    return ref
+
+
+def _assert_same_gradients(engine, job, ref) -> None:
     ref_grads = {n: p.grad for n, p in ref.named_parameters() if p.grad is not None}
     adapter = job.metadata["adapter"]
     engine_grads = {n.replace(f".{adapter}.", ".default."): p.grad for n, p in engine.peft.named_parameters()
@@ -112,6 +119,51 @@ def test_loss_and_gradients_match_direct_pytorch(engine, loss: str, config: dict
     assert set(engine_grads) == set(ref_grads) and len(ref_grads) > 0
     for name, grad in ref_grads.items():
         torch.testing.assert_close(engine_grads[name], grad, rtol=1e-3, atol=1e-5 * float(grad.abs().max()) + 1e-7)
+
+
+def test_pairwise_dpo_loss_and_gradients_match_direct_pytorch(engine) -> None:
+    """kubetune's server-side ``dpo``: -scale * Σ log σ(β·[(s_c - s_ref_c) - (s_r - s_ref_r)]) over pairs."""
+    job = engine.create_model("m", LoraSpec(rank=4, seed=3))
+    ref = _same_adapter_outside_engine(engine, job)
+    gen = torch.Generator().manual_seed(5)
+    data, raw = [], []
+    for n in (6, 9, 4, 7):  # two (chosen, rejected) pairs
+        tokens = torch.randint(3, VOCAB, (n + 1,), generator=gen)
+        weights = (torch.arange(n) >= n // 2).float()  # completion tokens only
+        inputs = {"target_tokens": tokens[1:], "weights": weights, "ref_logprobs": -3 + torch.randn(n, generator=gen)}
+        raw.append((tokens[:-1], inputs))
+        data.append(types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1].tolist()), loss_fn_inputs=inputs))
+    config = {"beta": 0.5, "scale": 0.5}
+
+    result = engine.forward_backward("m", data, "dpo", config)
+
+    summed = []
+    for tokens, inputs in raw:
+        lp = torch.log_softmax(ref(input_ids=tokens[None]).logits[0].float(), -1).gather(
+            -1, inputs["target_tokens"][:, None])[:, 0]
+        summed.append(((lp - inputs["ref_logprobs"]) * inputs["weights"]).sum())
+    margins = [0.5 * (summed[0] - summed[1]), 0.5 * (summed[2] - summed[3])]
+    total = 0.5 * sum(torch.log1p(torch.exp(-m)) for m in margins)
+    total.backward()
+    assert result.metrics["loss:sum"] == pytest.approx(float(total), rel=1e-5)
+    assert result.metrics["dpo/correct:sum"] == sum(float(m > 0) for m in margins)
+    assert result.metrics["dpo/margin:sum"] == pytest.approx(float(sum(margins)), rel=1e-5)
+    pair_losses = [0.5 * float(torch.log1p(torch.exp(-m))) for m in margins]
+    elementwise = [float(o["elementwise_loss"].to_torch().sum()) for o in result.loss_fn_outputs]
+    assert elementwise[0] + elementwise[1] == pytest.approx(pair_losses[0], rel=1e-5)
+    _assert_same_gradients(engine, job, ref)
+
+
+def test_dpo_rejects_an_incomplete_pair_before_any_compute(engine) -> None:
+    from kubetune.engine.errors import UserError
+
+    engine.create_model("m", LoraSpec(rank=4, seed=3))
+    datum = types.Datum(model_input=types.ModelInput.from_ints([5, 6, 7]),
+                        loss_fn_inputs={"target_tokens": torch.tensor([6, 7, 8]),
+                                        "weights": torch.tensor([0.0, 1.0, 1.0]),
+                                        "ref_logprobs": torch.tensor([0.0, -1.0, -1.0])})
+    with pytest.raises(UserError, match=r"\(chosen, rejected\) pairs.*3 datums"):
+        engine.forward_backward("m", [datum] * 3, "dpo", {"beta": 0.1})
 
 
 def test_gradients_accumulate_until_optim_step(engine) -> None:

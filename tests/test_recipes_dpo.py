@@ -78,6 +78,17 @@ def test_dpo_from_a_pairs_file_starts_at_log2_and_learns(api_server: ApiServer, 
     assert stored[0]["chosen"] == tokenize_pair(tokenizer, PAIRS[0]["prompt"], PAIRS[0]["chosen"]).completion
 
 
+def test_server_dpo_loss_equals_the_client_side_one(api_server: ApiServer, data: Path, pairs_file: Path,
+                                                    tmp_path: Path) -> None:
+    """kubetune's one-pass `dpo` loss and the SDK's forward_backward_custom train identically."""
+    for mode in ("server", "client"):
+        run_dpo(config(api_server, data, tmp_path / mode, pairs_file=pairs_file, loss_on=mode), log=lambda _: None)
+    server, client = rows(tmp_path / "server" / "metrics.jsonl"), rows(tmp_path / "client" / "metrics.jsonl")
+    for key in ("dpo_loss", "preference_accuracy", "reward_margin", "chosen_reward", "rejected_reward", "grad_norm"):
+        assert [r[key] for r in server] == pytest.approx([r[key] for r in client], rel=1e-4, abs=1e-5), key
+    assert server[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
+
+
 def test_base_reference_differs_from_a_trained_starting_policy(api_server: ApiServer, data: Path, pairs_file: Path,
                                                                tmp_path: Path) -> None:
     """reference=base turns the adapter off: starting from a trained state, step 0's margin is not 0."""

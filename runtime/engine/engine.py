@@ -172,24 +172,31 @@ class Engine:
             job = self._job(model_id)
             with self._adapter(job.metadata["adapter"]), torch.set_grad_enabled(not forward_only):
                 target_lp = self._target_logprobs(batch.input_ids, batch.attention_mask, batch.target_tokens)
-                total = torch.zeros((), device=self.device)
-                outputs: list[dict[str, types.TensorData]] = []
-                for row, n in enumerate(batch.lengths):
-                    logprobs = target_lp[row, :n]
-                    inputs = {name: t[row, :n].to(self.device) for name, t in batch.inputs.items()}
-                    datum_loss, per_token = loss.fn(logprobs, inputs, config)
-                    total = total + datum_loss
-                    outputs.append(
-                        {
-                            "logprobs": types.TensorData.from_numpy(logprobs.detach().float().cpu().numpy()),
-                            "elementwise_loss": types.TensorData.from_numpy(per_token.detach().float().cpu().numpy()),
-                        }
-                    )
+                rows = [target_lp[row, :n] for row, n in enumerate(batch.lengths)]
+                row_inputs = [{name: t[row, :n].to(self.device) for name, t in batch.inputs.items()}
+                              for row, n in enumerate(batch.lengths)]
+                metrics: dict[str, float] = {}
+                if loss.pairwise:
+                    total, per_token, metrics = loss.fn(rows, row_inputs, config)
+                else:
+                    total, per_token = torch.zeros((), device=self.device), []
+                    for logprobs, inputs in zip(rows, row_inputs, strict=True):
+                        datum_loss, datum_per_token = loss.fn(logprobs, inputs, config)
+                        total = total + datum_loss
+                        per_token.append(datum_per_token)
+                outputs = [
+                    {
+                        "logprobs": types.TensorData.from_numpy(logprobs.detach().float().cpu().numpy()),
+                        "elementwise_loss": types.TensorData.from_numpy(elementwise.detach().float().cpu().numpy()),
+                    }
+                    for logprobs, elementwise in zip(rows, per_token, strict=True)
+                ]
                 if not forward_only:
                     total.backward()
                     job.tokens_trained += sum(batch.lengths)
             return types.ForwardBackwardOutput(
-                loss_fn_output_type="ArrayRecord", loss_fn_outputs=outputs, metrics={"loss:sum": float(total.detach())}
+                loss_fn_output_type="ArrayRecord", loss_fn_outputs=outputs,
+                metrics={"loss:sum": float(total.detach()), **metrics},
             )
 
     def forward(self, model_id: str, data: Sequence[types.Datum], loss_fn: str = "cross_entropy",

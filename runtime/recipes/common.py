@@ -151,7 +151,7 @@ def evaluate_splits(generate: SqlGenerator, data_dir: Path, splits: Sequence[str
 
 
 def open_trainer(service, endpoint: Endpoint, *, last: dict | None, init_state: str | None, lora_rank: int,
-                 seed: int, log) -> tuple[object, int]:
+                 seed: int, log, train_unembed: bool = True) -> tuple[object, int]:
     """(training client, first step): resumed from ``last`` (weights + optimizer), started from
     ``init_state`` (weights only: a fresh optimizer, e.g. RL after SFT), or a fresh adapter."""
     if last is not None:
@@ -159,7 +159,8 @@ def open_trainer(service, endpoint: Endpoint, *, last: dict | None, init_state: 
         return service.create_training_client_from_state_with_optimizer(last["state_path"]).result(), last["step"] + 1
     if init_state is not None:
         return service.create_training_client_from_state(init_state).result(), 0
-    return service.create_lora_training_client(base_model=endpoint.base_model, rank=lora_rank, seed=seed).result(), 0
+    return service.create_lora_training_client(base_model=endpoint.base_model, rank=lora_rank, seed=seed,
+                                               train_unembed=train_unembed).result(), 0
 
 
 def finish(service, trainer, tokenizer, endpoint: Endpoint, run: RunLog, config, log, **extra) -> dict:

@@ -8,8 +8,11 @@
    ``out_dir/pairs.jsonl`` once, so a resumed run trains on exactly the same pairs.
 2. Reference. ``snapshot``: the starting policy (its weights frozen in a sampler snapshot);
    ``base``: the base model with the adapter off. Either way no second model is loaded.
-3. Loss (``forward_backward_custom``, computed client-side on the server's log-probabilities):
-   ``-log σ(β·[(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))])`` averaged over the batch.
+3. Loss: ``-log σ(β·[(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))])`` averaged over the
+   batch. ``loss_on="server"`` (default) sends kubetune's pairwise ``dpo`` loss: one forward and
+   backward on the server. ``"client"`` computes it in this process through the SDK's
+   ``forward_backward_custom`` (a forward pass more; works with any Tinker-compatible service);
+   a server without the ``dpo`` loss makes the recipe switch to it, with a log line.
 
 Logged per step: loss, preference accuracy (margin > 0), mean reward margin, chosen and rejected
 implicit rewards ``β·(log π - log π_ref)``.
@@ -59,11 +62,13 @@ class DPOConfig:
     max_tokens: int = 64
     max_prompt_tokens: int | None = 256  # longer prompts lose schema text from the left
     reference: Literal["snapshot", "base"] = "snapshot"
+    loss_on: Literal["server", "client"] = "server"  # server: kubetune's `dpo` loss; client: forward_backward_custom
     beta: float = 0.1
     steps: int = 100
     batch_size: int = 8  # pairs per step
     learning_rate: float = 5e-4
     lora_rank: int = 16
+    train_unembed: bool = True  # for a fresh adapter: LoRA on lm_head too (Tinker's default)
     seed: int = 0
     save_every: int = 50
     resume: bool = False
@@ -73,6 +78,8 @@ class DPOConfig:
     def __post_init__(self) -> None:
         if self.reference not in ("snapshot", "base"):
             raise ValueError(f"reference must be 'snapshot' or 'base'; got {self.reference!r}")
+        if self.loss_on not in ("server", "client"):
+            raise ValueError(f"loss_on must be 'server' or 'client'; got {self.loss_on!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive; got {self.beta}")
 
@@ -82,8 +89,8 @@ class Pair:
     prompt: list[int]
     chosen: list[int]
     rejected: list[int]
-    ref_chosen: float = 0.0  # summed reference log-probability of the chosen completion
-    ref_rejected: float = 0.0
+    ref_chosen: list[float] = field(default_factory=list)  # reference log-probability per chosen token
+    ref_rejected: list[float] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -107,8 +114,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def pair_loss(batch: list[Pair], beta: float):
     """The custom loss for ``forward_backward_custom`` over datums laid out chosen, rejected, chosen, …"""
-    ref_chosen = torch.tensor([p.ref_chosen for p in batch])
-    ref_rejected = torch.tensor([p.ref_rejected for p in batch])
+    ref_chosen = torch.tensor([sum(p.ref_chosen) for p in batch])
+    ref_rejected = torch.tensor([sum(p.ref_rejected) for p in batch])
 
     def loss_fn(datums: list[types.Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         summed = torch.stack([(lp * d.loss_fn_inputs["weights"].to_torch()).sum()
@@ -118,12 +125,44 @@ def pair_loss(batch: list[Pair], beta: float):
     return loss_fn
 
 
-def completion_datum(prompt: list[int], completion: list[int]) -> types.Datum:
-    """Weight 1 on the completion's tokens, 0 on the prompt: the loss sums the completion's log-prob."""
+def completion_datum(prompt: list[int], completion: list[int], ref_logprobs: list[float] | None = None) -> types.Datum:
+    """Weight 1 on the completion's tokens, 0 on the prompt: the loss sums the completion's log-prob.
+    With ``ref_logprobs`` (one per completion token) the datum also carries them for the server's ``dpo``."""
     tokens = prompt + completion
-    weights = [0.0] * (len(prompt) - 1) + [1.0] * len(completion)
-    return types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
-                       loss_fn_inputs={"target_tokens": tokens[1:], "weights": weights})
+    pad = len(prompt) - 1
+    inputs: dict = {"target_tokens": tokens[1:], "weights": [0.0] * pad + [1.0] * len(completion)}
+    if ref_logprobs is not None:
+        inputs["ref_logprobs"] = types.TensorData.from_numpy(np.asarray([0.0] * pad + list(ref_logprobs), np.float32))
+    return types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]), loss_fn_inputs=inputs)
+
+
+def _server_step(trainer, batch: list[Pair], beta: float):
+    """One forward_backward with the server's pairwise ``dpo`` loss; returns a function giving the metrics."""
+    data = [d for p in batch for d in (completion_datum(p.prompt, p.chosen, p.ref_chosen),
+                                       completion_datum(p.prompt, p.rejected, p.ref_rejected))]
+    future = trainer.forward_backward(data, "dpo", {"beta": beta, "scale": 1.0 / len(batch)})
+
+    def metrics() -> dict[str, float]:
+        output = future.result()
+        completions = [c for p in batch for c in (p.chosen, p.rejected)]
+        summed = [float(np.sum(o["logprobs"].to_numpy()[-len(c):]))
+                  for o, c in zip(output.loss_fn_outputs, completions, strict=True)]
+        chosen = np.asarray(summed[0::2]) - [sum(p.ref_chosen) for p in batch]
+        rejected = np.asarray(summed[1::2]) - [sum(p.ref_rejected) for p in batch]
+        n = len(batch)
+        return {"dpo_loss": output.metrics["loss:sum"], "preference_accuracy": output.metrics["dpo/correct:sum"] / n,
+                "reward_margin": output.metrics["dpo/margin:sum"] / n, "chosen_reward": float(beta * chosen.mean()),
+                "rejected_reward": float(beta * rejected.mean())}
+
+    return metrics
+
+
+def _client_step(trainer, batch: list[Pair], beta: float):
+    """One forward_backward_custom with the loss computed here; returns a function giving the metrics."""
+    data = [d for p in batch for d in (completion_datum(p.prompt, p.chosen), completion_datum(p.prompt, p.rejected))]
+    future = trainer.forward_backward_custom(data, pair_loss(batch, beta))
+    keys = ("dpo_loss", "preference_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
+    return lambda: {k: future.result().metrics[k] for k in keys}
 
 
 def _sampled_pairs(sampler, tokenizer, config: DPOConfig, log) -> list[Pair]:
@@ -180,8 +219,8 @@ def _with_reference(pairs: list[Pair], reference) -> list[Pair]:
 
     futures = [(summed(p.prompt, p.chosen), summed(p.prompt, p.rejected)) for p in pairs]
     for pair, (chosen, rejected) in zip(pairs, futures, strict=True):
-        pair.ref_chosen = float(np.sum(chosen.result()[len(pair.prompt):]))
-        pair.ref_rejected = float(np.sum(rejected.result()[len(pair.prompt):]))
+        pair.ref_chosen = [float(x) for x in chosen.result()[len(pair.prompt):]]
+        pair.ref_rejected = [float(x) for x in rejected.result()[len(pair.prompt):]]
     return pairs
 
 
@@ -196,7 +235,8 @@ def run_dpo(config: DPOConfig, log=print) -> dict:
     with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint:
         service = tinker.ServiceClient(base_url=endpoint.url, api_key=config.api_key)
         trainer, start = open_trainer(service, endpoint, last=last, init_state=config.init_state,
-                                      lora_rank=config.lora_rank, seed=config.seed, log=log)
+                                      lora_rank=config.lora_rank, seed=config.seed, log=log,
+                                      train_unembed=config.train_unembed)
         tokenizer = trainer.get_tokenizer()
         if last is not None and pairs_path.is_file():
             pairs = [Pair(**json.loads(line)) for line in pairs_path.read_text().splitlines() if line.strip()]
@@ -211,15 +251,24 @@ def run_dpo(config: DPOConfig, log=print) -> dict:
                 service.create_sampling_client(base_model=endpoint.base_model).result()
             pairs = _with_reference(pairs, reference)
             pairs_path.write_text("".join(p.to_json() + "\n" for p in pairs))
+        loss_on = config.loss_on
         for step in range(start, config.steps):
             batch = [pairs[i] for i in batch_indices(step, len(pairs), config.batch_size, config.seed)]
-            data = [d for p in batch for d in (completion_datum(p.prompt, p.chosen), completion_datum(p.prompt, p.rejected))]
-            fwd = trainer.forward_backward_custom(data, pair_loss(batch, config.beta))
+            if loss_on == "server":
+                try:
+                    step_metrics = _server_step(trainer, batch, config.beta)
+                    if step == start:
+                        step_metrics()  # surfaces a server without the loss before anything else runs
+                except tinker.RequestFailedError as exc:
+                    if "dpo" not in str(exc) or "unknown loss" not in str(exc).lower():
+                        raise
+                    log("this server has no `dpo` loss: computing DPO client-side (forward_backward_custom)")
+                    loss_on = "client"
+            if loss_on == "client":
+                step_metrics = _client_step(trainer, batch, config.beta)
             opt = trainer.optim_step(types.AdamParams(learning_rate=config.learning_rate, grad_clip_norm=1.0))
-            metrics = fwd.result().metrics
-            row = {"step": step, **{k: metrics[k] for k in ("dpo_loss", "preference_accuracy", "reward_margin",
-                                                            "chosen_reward", "rejected_reward")},
-                   "grad_norm": opt.result().metrics.get("optim/grad_norm"), "seconds": run.elapsed()}
+            row = {"step": step, **step_metrics(), "grad_norm": opt.result().metrics.get("optim/grad_norm"),
+                   "seconds": run.elapsed()}
             run.metrics(row)
             if step % 10 == 0 or step == config.steps - 1:
                 log(f"step {step:4d}  loss {row['dpo_loss']:.4f}  pref-acc {row['preference_accuracy']:.2f}  "

@@ -65,7 +65,7 @@ class PPOConfig:
     steps: int = 150
     prompts_per_step: int = 4
     group_size: int = 8  # samples per prompt
-    learning_rate: float = 1e-3  # constant (RL runs are short and start from SFT)
+    learning_rate: float = 2e-4  # constant; 1e-3 made the tiny model's rewards fall (docs/recipes.md)
     loss: Literal["ppo", "importance_sampling"] = "ppo"
     clip_low: float = DEFAULT_CLIP_LOW
     clip_high: float = DEFAULT_CLIP_HIGH

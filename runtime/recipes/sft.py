@@ -39,6 +39,7 @@ class SFTConfig:
     learning_rate: float = 3e-3  # peak; linear warmup, then cosine decay to 10 %
     warmup_steps: int = 10
     lora_rank: int = 16
+    train_unembed: bool = True  # LoRA on lm_head too (Tinker's default); False for tools that cannot train it
     seed: int = 0
     max_length: int = 320  # tokens per sequence; longer prompts lose schema text from the left
     max_prompt_tokens: int | None = 256  # at evaluation, the same rule for prompts
@@ -67,7 +68,8 @@ def run_sft(config: SFTConfig, log=print) -> dict:
     with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint:
         service = tinker.ServiceClient(base_url=endpoint.url, api_key=config.api_key)
         trainer, start = open_trainer(service, endpoint, last=last, init_state=None,
-                                      lora_rank=config.lora_rank, seed=config.seed, log=log)
+                                      lora_rank=config.lora_rank, seed=config.seed, log=log,
+                                      train_unembed=config.train_unembed)
         tokenizer = trainer.get_tokenizer()
         train = load_split(config.data_dir, "train")
         pairs = [tokenize_pair(tokenizer, ex.prompt(config.data_dir), ex.completion) for ex in train]
