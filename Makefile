@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean learn versus-trl
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,12 +22,24 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# trl only for the side-by-side benchmark; never part of the default install.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/kubetune demo
 
 test: $(STAMP)
 	$(BIN)/ruff check runtime components pipelines tests bench
 	$(BIN)/python -m pytest -q
+
+# SFT -> PPO and SFT -> DPO on the embedded task; records docs/benchmarks.md (~10 min on 2 cores).
+learn: $(STAMP)
+	$(BIN)/python bench/learning.py
+
+versus-trl: $(BENCH_STAMP)
+	$(BIN)/python bench/versus_trl.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check runtime components pipelines tests bench

@@ -11,13 +11,11 @@ docs/benchmarks.md (date and machine), and prints as its last line one JSON obje
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import re
 import time
 from pathlib import Path
+
+from record import machine, record_section, today
 
 from kubetune.api.embedded import embedded_server
 from kubetune.models.bootstrap import bootstrap_tiny_model
@@ -27,19 +25,6 @@ from kubetune.tasks.text2sql import build_dataset
 
 SPLITS = ("heldout_values", "heldout_paraphrase", "heldout_database")
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN, MARK_END = "<!-- learning:begin -->", "<!-- learning:end -->"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} vCPU {cpu}, no GPU"
 
 
 def main() -> None:
@@ -80,7 +65,7 @@ def main() -> None:
     table = _table(stages, args.eval_examples)
     print("\n" + table)
     summary = {
-        "date": dt.date.today().isoformat(), "machine": machine(),
+        "date": today(), "machine": machine(),
         **{f"sft_{s}": sft["eval"][s]["accuracy"] for s in SPLITS},
         **{f"ppo_{s}": ppo["eval"][s]["accuracy"] for s in SPLITS},
         **{f"dpo_{s}": dpo["eval"][s]["accuracy"] for s in SPLITS},
@@ -107,18 +92,11 @@ def _table(stages: dict, n: int) -> str:
 
 
 def _record(table: str, summary: dict, args: argparse.Namespace) -> None:
-    """Replaces the learning section of docs/benchmarks.md (between its markers) with this run."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
     command = (f"python bench/learning.py --sft-steps {args.sft_steps} --ppo-steps {args.ppo_steps} "
                f"--dpo-steps {args.dpo_steps} --eval-examples {args.eval_examples}")
-    section = (f"{MARK_BEGIN}\n### Latest `make learn` ({summary['date']}, {summary['machine']})\n\n"
-               f"`{command}`; total {summary['total_wall_s']:.0f} s.\n\n{table}\n{MARK_END}")
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Learning (bench/learning.py)\n\n" + section + "\n"
-    path.write_text(text)
+    record_section("learning", "Learning (bench/learning.py, `make learn`)",
+                   f"Measured {summary['date']} on {summary['machine']}: `{command}`, total "
+                   f"{summary['total_wall_s']:.0f} s.\n\n{table}")
 
 
 if __name__ == "__main__":

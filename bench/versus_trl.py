@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from record import machine, record_section, today
+
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("heldout_values", "heldout_paraphrase")
 DPO_STEPS, DPO_WARMUP, DPO_BATCH = 12, 2, 8
@@ -77,8 +79,7 @@ def grpo(args: argparse.Namespace) -> dict:
     with embedded_server(model_dir, checkpoint_dir=work / "checkpoints") as server:
         remote = dict(base_url=server.url, base_model=server.model_name, data_dir=data, seed=args.seed,
                       save_every=0, eval_examples=0)
-        sft = run_sft(SFTConfig(out_dir=work / "sft", steps=args.sft_steps, train_unembed=False, **remote),
-                      log=print)  # TRL cannot train a LoRA on lm_head
+        sft = run_sft(SFTConfig(out_dir=work / "sft", steps=args.sft_steps, **remote), log=print)
         ppo = run_ppo(PPOConfig(out_dir=work / "ppo", init_state=sft["state_path"], steps=args.grpo_steps,
                                 learning_rate=args.lr, **remote), log=print)
         sft_adapter, ppo_adapter = (str(server.local_path("tml-local", r["sampler_path"])) for r in (sft, ppo))
@@ -107,7 +108,7 @@ def dpo_kubetune(work: Path, pairs: Path) -> dict:
     from kubetune.models.reference import tiny_model_dir
     from kubetune.recipes import DPOConfig, run_dpo
 
-    run_dpo(DPOConfig(data_dir=work / "data", train_unembed=False, out_dir=work / "dpo-kubetune", base_model=str(tiny_model_dir()),
+    run_dpo(DPOConfig(data_dir=work / "data", out_dir=work / "dpo-kubetune", base_model=str(tiny_model_dir()),
                       pairs_file=pairs, steps=DPO_STEPS, batch_size=DPO_BATCH, save_every=0, eval_examples=0),
             log=print)
     seconds = [json.loads(line)["seconds"] for line in (work / "dpo-kubetune" / "metrics.jsonl").read_text().splitlines()]
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-examples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--part", choices=["dpo-kubetune", "dpo-trl"], help=argparse.SUPPRESS)
     parser.add_argument("--pairs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,18 +181,44 @@ def main() -> None:
     pairs = dpo_pairs(args.workdir / "data", args.workdir / "dpo-pairs.jsonl")
     ours, theirs = _child("dpo-kubetune", args.workdir, pairs), _child("dpo-trl", args.workdir, pairs)
     gain = {side: {s: round(g[side][s] - g["sft"][s], 3) for s in SPLITS} for side in ("kubetune", "trl")}
-    print(f"\nGRPO {g['steps']} steps × 4 prompts × 8 samples from the same SFT adapter:")
-    print(f"  wall: kubetune {g['kubetune_wall_s']} s, TRL {g['trl_wall_s']} s, ratio {g['wall_ratio']}")
-    for split in SPLITS:
-        print(f"  {split}: SFT {g['sft'][split]:.3f} → kubetune {g['kubetune'][split]:.3f}, TRL {g['trl'][split]:.3f}")
-    print(f"DPO, {DPO_BATCH} pairs per step, {DPO_STEPS - DPO_WARMUP} timed steps:")
-    print(f"  step: kubetune {ours['step_s']:.3f} s, TRL {theirs['step_s']:.3f} s, ratio "
-          f"{ours['step_s'] / theirs['step_s']:.2f}")
-    print(f"  peak RSS: kubetune {ours['peak_rss_mib']} MiB, TRL {theirs['peak_rss_mib']} MiB, ratio "
-          f"{ours['peak_rss_mib'] / theirs['peak_rss_mib']:.2f}")
-    print(json.dumps({"grpo": g, "grpo_gain": gain, "dpo": {"kubetune": ours, "trl": theirs,
-                      "step_ratio": round(ours["step_s"] / theirs["step_s"], 3),
-                      "rss_ratio": round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3)}}))
+    dpo = {"kubetune": ours, "trl": theirs, "step_ratio": round(ours["step_s"] / theirs["step_s"], 3),
+           "rss_ratio": round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3)}
+    report = _report(g, gain, dpo, args)
+    print("\n" + report)
+    if not args.no_record:
+        record_section("versus-trl", "Side by side with TRL 1.16 (bench/versus_trl.py, `make versus-trl`)", report)
+    print(json.dumps({"grpo": g, "grpo_gain": gain, "dpo": dpo}))
+
+
+def _report(g: dict, gain: dict, dpo: dict, args: argparse.Namespace) -> str:
+    rows = [
+        f"Measured {today()} on {machine()}: `python bench/versus_trl.py --sft-steps {args.sft_steps} "
+        f"--grpo-steps {args.grpo_steps} --lr {args.lr} --eval-examples {args.eval_examples}`.",
+        "",
+        f"GRPO: {g['steps']} steps × 4 prompts × 8 samples from the same SFT adapter ({args.sft_steps} steps), "
+        f"lr {args.lr} constant, clip 0.8/1.2, no KL; greedy accuracy on the first {args.eval_examples} examples.",
+        "",
+        "| | wall (s) | " + " | ".join(f"{s} (SFT → after)" for s in SPLITS) + " |",
+        "|---|---|" + "---|" * len(SPLITS),
+    ]
+    for side, name in (("kubetune", "kubetune `ppo`"), ("trl", "TRL `GRPOTrainer`")):
+        cells = " | ".join(f"{g['sft'][s]:.2f} → {g[side][s]:.2f} ({gain[side][s]:+.2f})" for s in SPLITS)
+        rows.append(f"| {name} | {g[side + '_wall_s']:.0f} | {cells} |")
+    rows += [
+        "",
+        f"Wall-time ratio kubetune / TRL: **{g['wall_ratio']:.2f}** (goal ≤ 0.8 with at least TRL's gain).",
+        "",
+        f"DPO: {DPO_BATCH} pairs per step, same pairs and model, reference log-probabilities precomputed on both "
+        f"sides, LoRA r16 on attention + MLP, {DPO_STEPS - DPO_WARMUP} timed steps, each side in its own process:",
+        "",
+        "| | s / step | peak RSS (MiB) |",
+        "|---|---|---|",
+        f"| kubetune `dpo` (embedded server + SDK client, one process) | {dpo['kubetune']['step_s']:.3f} | "
+        f"{dpo['kubetune']['peak_rss_mib']:.0f} |",
+        f"| TRL `DPOTrainer` | {dpo['trl']['step_s']:.3f} | {dpo['trl']['peak_rss_mib']:.0f} |",
+        f"| ratio | **{dpo['step_ratio']:.2f}** | **{dpo['rss_ratio']:.2f}** |",
+    ]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

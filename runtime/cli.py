@@ -67,7 +67,7 @@ def data_build(
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("runs/demo"), help="Where data, model, adapter and summary go."),
-    sft_steps: int = typer.Option(150, help="LoRA SFT steps."),
+    sft_steps: int = typer.Option(400, help="LoRA SFT steps."),
     eval_examples: int = typer.Option(100, help="Examples per held-out split."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -157,6 +157,7 @@ def train_sft(
     batch_size: int = typer.Option(16, min=1),
     learning_rate: float = typer.Option(3e-3, help="Peak LR; linear warmup, then cosine to 10 %."),
     lora_rank: int = typer.Option(16, min=1),
+    train_unembed: bool = typer.Option(False, help="LoRA on lm_head too (off: it hurt the tied tiny model)."),
     seed: int = typer.Option(0),
     save_every: int = SAVE_OPT,
     resume: bool = RESUME_OPT,
@@ -167,8 +168,8 @@ def train_sft(
 
     result = run_sft(SFTConfig(data_dir=_dataset(data), out_dir=out, base_url=base_url, base_model=base_model,
                                api_key=api_key, checkpoint_dir=checkpoint_dir, steps=steps, batch_size=batch_size,
-                               learning_rate=learning_rate, lora_rank=lora_rank, seed=seed, save_every=save_every,
-                               resume=resume, eval_examples=eval_examples), log=console.print)
+                               learning_rate=learning_rate, lora_rank=lora_rank, train_unembed=train_unembed, seed=seed,
+                               save_every=save_every, resume=resume, eval_examples=eval_examples), log=console.print)
     _report(result, out)
 
 
@@ -223,10 +224,11 @@ def train_dpo(
     pair_samples: int = typer.Option(8, min=2, help="Samples per prompt when building pairs."),
     gold_fallback: bool = typer.Option(False, help="Use the gold SQL as chosen when no sample is correct."),
     reference: str = typer.Option("snapshot", help="snapshot (the starting policy) or base (adapter off)."),
-    beta: float = typer.Option(0.1),
+    beta: float = typer.Option(0.5),
+    nll_weight: float = typer.Option(1.0, min=0.0, help="Weight of the chosen answers' NLL (RPO); 0: plain DPO."),
     steps: int = typer.Option(100, min=1),
     batch_size: int = typer.Option(8, min=1, help="Pairs per step."),
-    learning_rate: float = typer.Option(5e-4),
+    learning_rate: float = typer.Option(3e-4),
     lora_rank: int = typer.Option(16, min=1, help="For a fresh adapter only."),
     seed: int = typer.Option(0),
     save_every: int = SAVE_OPT,
@@ -239,7 +241,7 @@ def train_dpo(
     config = _config(DPOConfig, data_dir=data, out_dir=out, base_url=base_url, base_model=base_model,
                      api_key=api_key, checkpoint_dir=checkpoint_dir, init_state=init_state, pairs_file=pairs_file,
                      pair_prompts=pair_prompts, pair_samples=pair_samples, gold_fallback=gold_fallback,
-                     reference=reference, beta=beta, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                     reference=reference, beta=beta, nll_weight=nll_weight, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                      lora_rank=lora_rank, seed=seed, save_every=save_every, resume=resume,
                      eval_examples=eval_examples)
     _dataset(data)

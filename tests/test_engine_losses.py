@@ -133,22 +133,24 @@ def test_pairwise_dpo_loss_and_gradients_match_direct_pytorch(engine) -> None:
         inputs = {"target_tokens": tokens[1:], "weights": weights, "ref_logprobs": -3 + torch.randn(n, generator=gen)}
         raw.append((tokens[:-1], inputs))
         data.append(types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1].tolist()), loss_fn_inputs=inputs))
-    config = {"beta": 0.5, "scale": 0.5}
+    config = {"beta": 0.5, "scale": 0.5, "nll_weight": 0.7}
 
     result = engine.forward_backward("m", data, "dpo", config)
 
-    summed = []
+    summed, nll = [], []
     for tokens, inputs in raw:
         lp = torch.log_softmax(ref(input_ids=tokens[None]).logits[0].float(), -1).gather(
             -1, inputs["target_tokens"][:, None])[:, 0]
         summed.append(((lp - inputs["ref_logprobs"]) * inputs["weights"]).sum())
+        nll.append(-(lp * inputs["weights"]).sum() / inputs["weights"].sum())
     margins = [0.5 * (summed[0] - summed[1]), 0.5 * (summed[2] - summed[3])]
-    total = 0.5 * sum(torch.log1p(torch.exp(-m)) for m in margins)
+    pair_terms = [torch.log1p(torch.exp(-margins[0])) + 0.7 * nll[0], torch.log1p(torch.exp(-margins[1])) + 0.7 * nll[2]]
+    total = 0.5 * sum(pair_terms)
     total.backward()
     assert result.metrics["loss:sum"] == pytest.approx(float(total), rel=1e-5)
     assert result.metrics["dpo/correct:sum"] == sum(float(m > 0) for m in margins)
     assert result.metrics["dpo/margin:sum"] == pytest.approx(float(sum(margins)), rel=1e-5)
-    pair_losses = [0.5 * float(torch.log1p(torch.exp(-m))) for m in margins]
+    pair_losses = [0.5 * float(t) for t in pair_terms]
     elementwise = [float(o["elementwise_loss"].to_torch().sum()) for o in result.loss_fn_outputs]
     assert elementwise[0] + elementwise[1] == pytest.approx(pair_losses[0], rel=1e-5)
     _assert_same_gradients(engine, job, ref)

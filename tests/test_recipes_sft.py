@@ -26,7 +26,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def config(api_server: ApiServer, data: Path, out: Path, **overrides) -> SFTConfig:
     settings = dict(data_dir=data, out_dir=out, base_url=api_server.url, base_model=str(api_server.model_dir),
                     api_key=api_server.keys["alice"], steps=6, batch_size=4, learning_rate=2e-2, warmup_steps=1,
-                    lora_rank=4, max_length=64, save_every=0, eval_examples=0)
+                    lora_rank=4, max_length=64, save_every=0, eval_examples=0, train_unembed=True)
     settings.update(overrides)
     return SFTConfig(**settings)
 

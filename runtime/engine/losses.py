@@ -18,7 +18,8 @@ Formulas (``r = exp(target_logprobs - sampling_logprobs)``, ``A`` the advantages
 One kubetune extension, not in Tinker's hosted service: ``dpo``, a *pairwise* loss over datums laid
 out (chosen, rejected, chosen, rejected, …). With ``s = sum(weights * logp)`` and
 ``s_ref = sum(weights * ref_logprobs)`` per datum and ``m = beta * ((s_c - s_ref_c) - (s_r - s_ref_r))``
-per pair, the loss is ``scale * sum(-log sigmoid(m))``; one forward and backward, where the SDK's
+per pair, the loss is ``scale * sum(-log sigmoid(m) + nll_weight * nll_c)`` with ``nll_c`` the chosen
+answer's mean negative log-likelihood (RPO's anchor; 0 by default); one forward and backward, where the SDK's
 ``forward_backward_custom`` needs a forward pass more. Metrics ``dpo/correct:sum`` (pairs with
 m > 0) and ``dpo/margin:sum``.
 """
@@ -96,13 +97,18 @@ def dpo_pairs(target_logprobs: list[Tensor], inputs: list[Mapping[str, Tensor]],
                         f"{len(target_logprobs)} datums (an odd count: a pair was split or is incomplete)")
     beta = float(config.get("beta", DEFAULT_DPO_BETA))
     scale = float(config.get("scale", 1.0))
+    nll_weight = float(config.get("nll_weight", 0.0))
     summed = [((lp - x["ref_logprobs"]) * x["weights"]).sum() for lp, x in zip(target_logprobs, inputs, strict=True)]
     total = torch.zeros((), device=target_logprobs[0].device)
     per_token: list[Tensor] = []
     correct = margin_sum = 0.0
     for c in range(0, len(summed), 2):
         margin = beta * (summed[c] - summed[c + 1])
-        pair_loss = -torch.nn.functional.logsigmoid(margin) * scale
+        pair_loss = -torch.nn.functional.logsigmoid(margin)
+        if nll_weight:
+            weights = inputs[c]["weights"]
+            pair_loss = pair_loss - nll_weight * (target_logprobs[c] * weights).sum() / weights.sum().clamp(min=1.0)
+        pair_loss = pair_loss * scale
         total = total + pair_loss
         correct += float(margin.detach() > 0)
         margin_sum += float(margin.detach())
@@ -152,7 +158,8 @@ LOSSES: dict[str, LossSpec] = {
     "ppo": LossSpec(ppo, _RL_INPUTS, _CLIP_KEYS),
     "cispo": LossSpec(cispo, _RL_INPUTS, _CLIP_KEYS),
     "dro": LossSpec(dro, _RL_INPUTS, ("beta",)),
-    "dpo": LossSpec(dpo_pairs, ("target_tokens", "weights", "ref_logprobs"), ("beta", "scale"), pairwise=True),
+    "dpo": LossSpec(dpo_pairs, ("target_tokens", "weights", "ref_logprobs"), ("beta", "scale", "nll_weight"),
+                    pairwise=True),
 }
 
 

@@ -47,6 +47,27 @@ def training_endpoint(base_url: str | None, base_model: str, checkpoint_dir: Pat
         yield Endpoint(server.url, server.model_name, server)
 
 
+@contextmanager
+def tinker_session(endpoint: Endpoint, api_key: str) -> Iterator[Any]:
+    """A ``tinker.ServiceClient`` whose session is closed at the end (success, errored or
+    interrupted), so its heartbeats stop before an embedded server does."""
+    import tinker
+
+    service = tinker.ServiceClient(base_url=endpoint.url, api_key=api_key)
+    status = "errored"
+    try:
+        yield service
+        status = "success"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        try:
+            service.close(status).result(timeout=30)
+        except Exception:  # best effort: the server also ends sessions whose heartbeats stop
+            pass
+
+
 class RunLog:
     """``metrics.jsonl`` (one line per step), ``checkpoints.jsonl`` (one line per saved state: what
     ``resume`` continues from) and ``result.json`` in a run's output directory."""

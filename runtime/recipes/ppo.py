@@ -47,6 +47,7 @@ from .common import (
     open_trainer,
     prompt_tokens,
     should_save,
+    tinker_session,
     training_endpoint,
 )
 
@@ -77,6 +78,7 @@ class PPOConfig:
     max_tokens: int = 64
     max_prompt_tokens: int | None = 256  # longer prompts lose schema text from the left
     lora_rank: int = 16  # for a fresh adapter only; a state brings its own
+    train_unembed: bool = False  # for a fresh adapter: LoRA on lm_head too (see SFTConfig)
     seed: int = 0
     save_every: int = 50
     resume: bool = False
@@ -131,19 +133,20 @@ class Rollout:
 def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, config: PPOConfig,
               step: int, pool: ThreadPoolExecutor) -> list[list[Rollout]]:
     """One group of scored samples per example."""
-    params = types.SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature,
-                                  seed=config.seed * 1_000_003 + step)
     prompts = [prompt_tokens(tokenizer, ex.prompt(data_dir), config.max_prompt_tokens) for ex in examples]
-    futures = [sampler.sample(types.ModelInput.from_ints(p), config.group_size, params) for p in prompts]
+    # Seeded by (seed, step, prompt): a resumed run samples exactly what an uninterrupted one did.
+    futures = [sampler.sample(types.ModelInput.from_ints(p), config.group_size, types.SamplingParams(
+        max_tokens=config.max_tokens, temperature=config.temperature, seed=(config.seed * 1_000_003 + step) * 64 + i))
+        for i, p in enumerate(prompts)]
     groups = []
     for example, prompt, future in zip(examples, prompts, futures, strict=True):
         sequences = future.result().sequences
-        database = db_path(data_dir, example.db_id)
-        gold = execute_sql(database, example.query)
         texts = [tokenizer.decode(s.tokens, skip_special_tokens=True) for s in sequences]
         if config.reward_fn is not None:
             rewards = [Reward(float(config.reward_fn(example, text)), "", True, False) for text in texts]
         else:
+            database = db_path(data_dir, example.db_id)
+            gold = execute_sql(database, example.query)  # once per group
             rewards = list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, variant=config.reward,
                                             gold=gold), texts))
         groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid)
@@ -153,17 +156,16 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
 
 def run_ppo(config: PPOConfig, log=print) -> dict:
     """Trains, checkpoints, evaluates and returns the result (also written to ``out_dir/result.json``)."""
-    import tinker
-
     run = RunLog(config.out_dir, config.resume)
     last = run.last_checkpoint() if config.resume else None
     checkpoint_dir = config.checkpoint_dir or Path(config.out_dir) / "checkpoints"
     data_dir = Path(config.data_dir)
     with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint, \
+            tinker_session(endpoint, config.api_key) as service, \
             ThreadPoolExecutor(max_workers=4) as pool:
-        service = tinker.ServiceClient(base_url=endpoint.url, api_key=config.api_key)
         trainer, start = open_trainer(service, endpoint, last=last, init_state=config.init_state,
-                                      lora_rank=config.lora_rank, seed=config.seed, log=log)
+                                      lora_rank=config.lora_rank, seed=config.seed, log=log,
+                                      train_unembed=config.train_unembed)
         tokenizer = trainer.get_tokenizer()
         reference = service.create_sampling_client(base_model=endpoint.base_model).result() if config.kl_coef else None
         examples = load_split(data_dir, "rl")
