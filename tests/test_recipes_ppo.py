@@ -129,3 +129,26 @@ def test_bad_configs_are_rejected_with_the_fix() -> None:
         PPOConfig(data_dir=Path("."), out_dir=Path("."), group_size=1)
     with pytest.raises(ValueError, match="clip_low <= 1 <= clip_high"):
         PPOConfig(data_dir=Path("."), out_dir=Path("."), clip_low=1.5)
+
+
+def test_an_update_moves_probability_towards_rewarded_samples(api_server: ApiServer) -> None:
+    """After one step, samples with positive advantage are more likely and the others less."""
+    service = api_server.client()
+    trainer = service.create_lora_training_client(base_model=str(api_server.model_dir), rank=4, seed=2).result()
+    sampler = trainer.save_weights_and_get_sampling_client().result()
+    prompt = [2, 50, 51, 52]
+    samples = sampler.sample(types.ModelInput.from_ints(prompt), 6, types.SamplingParams(max_tokens=4, seed=7)).result()
+    rewards = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    group = [Rollout(prompt, list(s.tokens), list(s.logprobs), r, bool(r), True)
+             for s, r in zip(samples.sequences, rewards, strict=True)]
+    cfg = PPOConfig(data_dir=Path("."), out_dir=Path("."), learning_rate=2e-2)
+    _train_step(trainer, None, [group], cfg, None)
+    after = trainer.save_weights_and_get_sampling_client().result()
+
+    def sequence_logprob(client, rollout: Rollout) -> float:
+        lps = client.compute_logprobs(types.ModelInput.from_ints(rollout.prompt + rollout.tokens)).result()
+        return float(sum(lps[len(rollout.prompt):]))
+
+    deltas = [sequence_logprob(after, r) - sum(r.logprobs) for r in group]
+    assert all(d > 0 for d, r in zip(deltas, rewards, strict=True) if r == 1.0), deltas
+    assert all(d < 0 for d, r in zip(deltas, rewards, strict=True) if r == 0.0), deltas
