@@ -1,0 +1,14 @@
+"""Kubeflow Pipelines components (``kubetune.components``): thin shims over :mod:`kubetune.steps`."""
+
+from .text2sql import (
+    KUBETUNE_IMAGE,
+    evaluate_text2sql,
+    prepare_base_model,
+    prepare_text2sql_data,
+    train_dpo,
+    train_ppo,
+    train_sft,
+)
+
+__all__ = ["KUBETUNE_IMAGE", "evaluate_text2sql", "prepare_base_model", "prepare_text2sql_data", "train_dpo",
+           "train_ppo", "train_sft"]

@@ -1,0 +1,186 @@
+"""Kubeflow Pipelines components for text-to-SQL post-training: thin shims over ``kubetune.steps``.
+
+Each is a lightweight Python component on the kubetune image (``install_kfp_package=False``, no
+``packages_to_install``: the image already holds kubetune and kfp), so kfp's local
+SubprocessRunner runs them in the current environment too. Docstrings become the UI's descriptions.
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+KUBETUNE_IMAGE = "ghcr.io/kubetune/kubetune:0.1.0"  # images/Dockerfile; override with set_container_image
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def prepare_text2sql_data(dataset: Output[Dataset], source: str = "embedded", seed: int = 0,
+                          sizes_json: str = "{}") -> None:
+    """Builds the text-to-SQL dataset: the embedded generator or a Spider-format directory.
+
+    Args:
+        dataset: Output directory in Spider layout (split JSONL files and SQLite databases).
+        source: "embedded" for the generated task, or the path of a Spider-format directory.
+        seed: Generator seed (embedded source only).
+        sizes_json: Examples per split as JSON, e.g. {"train": 200}; {} keeps the defaults.
+    """
+    import json
+
+    from kubetune.steps import prepare_data
+
+    stats = prepare_data(dataset.path, source=source, seed=seed, sizes=json.loads(sizes_json) or None)
+    dataset.metadata.update({"source": source, "seed": seed, "splits": json.dumps(stats.get("splits", {}))})
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int = 0, pretrain_steps: int = -1) -> None:
+    """Provides the base model: bootstraps the tiny embedded model or references a real one.
+
+    Args:
+        model: Output model artifact (the tiny model's files, or a reference record).
+        reference: "tiny" for the embedded model; a Hugging Face id or a directory the training
+            server can read (e.g. google/gemma-3-1b-it) for a real one (never downloaded here).
+        seed: Seed of the tiny model's tokenizer, weights and pretraining.
+        pretrain_steps: Tiny model pretraining steps; -1 keeps the default.
+    """
+    from kubetune.steps import prepare_model
+
+    info = prepare_model(model.path, reference=reference, seed=seed,
+                         pretrain_steps=None if pretrain_steps < 0 else pretrain_steps)
+    model.metadata.update({"base_model": info["base_model"]})
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
+              steps: int = 400, batch_size: int = 16, learning_rate: float = 3e-3, lora_rank: int = 16,
+              seed: int = 0, eval_examples: int = 50, training_api_url: str = "") -> str:
+    """Supervised LoRA fine-tuning on the train split's prompt → SQL pairs.
+
+    Args:
+        dataset: Dataset from prepare_text2sql_data.
+        base_model: Base model from prepare_base_model.
+        model: Output: the adapter (PEFT directory), the run's logs and its training state.
+        metrics: Output: held-out execution accuracy and training time.
+        steps: Optimizer steps.
+        batch_size: Prompt → SQL pairs per step.
+        learning_rate: Peak learning rate (warmup, then cosine decay).
+        lora_rank: LoRA rank.
+        seed: Seed of batches and adapter initialisation.
+        eval_examples: Held-out examples per split evaluated at the end (0: none).
+        training_api_url: A shared kubetune training server; empty starts one inside this step.
+
+    Returns:
+        The tinker:// path of the final training state.
+    """
+    import os
+
+    from kubetune.steps import record_training, train
+
+    info = train("sft", dataset.path, base_model.path, model.path, training_api_url=training_api_url,
+                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
+                 params=dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
+                             seed=seed, eval_examples=eval_examples))
+    return record_training(info, model, metrics)
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
+              steps: int = 150, prompts_per_step: int = 4, group_size: int = 8, learning_rate: float = 2e-4,
+              kl_coef: float = 0.0, reward: str = "execution", seed: int = 0, eval_examples: int = 50,
+              training_api_url: str = "") -> str:
+    """GRPO-style RL on the rl split's prompts: G samples each, group-normalised execution rewards.
+
+    Args:
+        dataset: Dataset from prepare_text2sql_data.
+        init_model: Model to continue from (the SFT step's output) or a base model.
+        model: Output: the adapter (PEFT directory), the run's logs and its training state.
+        metrics: Output: held-out execution accuracy and training time.
+        steps: RL steps.
+        prompts_per_step: Prompts sampled per step.
+        group_size: Samples per prompt.
+        learning_rate: Constant learning rate.
+        kl_coef: KL penalty towards the base model (adapter off); 0 disables it.
+        reward: execution, shaped or format.
+        seed: Seed of prompt order and sampling.
+        eval_examples: Held-out examples per split evaluated at the end (0: none).
+        training_api_url: A shared kubetune training server; empty starts one inside this step.
+
+    Returns:
+        The tinker:// path of the final training state.
+    """
+    import os
+
+    from kubetune.steps import record_training, train
+
+    info = train("ppo", dataset.path, init_model.path, model.path, training_api_url=training_api_url,
+                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
+                 params=dict(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
+                             learning_rate=learning_rate, kl_coef=kl_coef, reward=reward, seed=seed,
+                             eval_examples=eval_examples))
+    return record_training(info, model, metrics)
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
+              steps: int = 60, batch_size: int = 8, learning_rate: float = 3e-4, beta: float = 0.5,
+              nll_weight: float = 1.0, pair_prompts: int = 200, gold_fallback: bool = True, seed: int = 0,
+              eval_examples: int = 50, training_api_url: str = "") -> str:
+    """DPO on preference pairs from the starting policy's own samples (chosen = executes correctly).
+
+    Args:
+        dataset: Dataset from prepare_text2sql_data.
+        init_model: Model to continue from (the SFT step's output) or a base model.
+        model: Output: the adapter (PEFT directory), the run's logs and its training state.
+        metrics: Output: held-out execution accuracy and training time.
+        steps: Optimizer steps.
+        batch_size: Preference pairs per step.
+        learning_rate: Constant learning rate.
+        beta: DPO temperature.
+        nll_weight: Weight of the chosen answers' NLL (RPO); 0 for plain DPO.
+        pair_prompts: rl-split prompts sampled to build pairs.
+        gold_fallback: Use the gold SQL as chosen when no sample of a prompt is correct.
+        seed: Seed of sampling and batch order.
+        eval_examples: Held-out examples per split evaluated at the end (0: none).
+        training_api_url: A shared kubetune training server; empty starts one inside this step.
+
+    Returns:
+        The tinker:// path of the final training state.
+    """
+    import os
+
+    from kubetune.steps import record_training, train
+
+    info = train("dpo", dataset.path, init_model.path, model.path, training_api_url=training_api_url,
+                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
+                 params=dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
+                             nll_weight=nll_weight, pair_prompts=pair_prompts, gold_fallback=gold_fallback,
+                             seed=seed, eval_examples=eval_examples))
+    return record_training(info, model, metrics)
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
+                      report: Output[Markdown], splits: str = "heldout_values,heldout_paraphrase,heldout_database",
+                      examples: int = 100) -> float:
+    """Greedy execution accuracy of a trained adapter, with a Markdown report the UI renders.
+
+    Args:
+        dataset: Dataset from prepare_text2sql_data.
+        model: A trained model artifact (output of train_sft, train_ppo or train_dpo).
+        metrics: Output: accuracy and valid-SQL rate per split.
+        report: Output: the results as a Markdown table.
+        splits: Comma-separated splits to evaluate.
+        examples: Evaluate the first N examples of each split.
+
+    Returns:
+        Execution accuracy on heldout_paraphrase if evaluated, else on the first split.
+    """
+    from kubetune.steps import evaluate
+
+    chosen = [s.strip() for s in splits.split(",") if s.strip()]
+    result = evaluate(dataset.path, model.path, chosen, examples)
+    for split, r in result["splits"].items():
+        metrics.log_metric(f"{split}/accuracy", r["accuracy"])
+        metrics.log_metric(f"{split}/valid_sql", r["valid_sql"])
+    with open(report.path, "w") as f:
+        f.write(result["markdown"])
+    key = "heldout_paraphrase" if "heldout_paraphrase" in result["splits"] else chosen[0]
+    return float(result["splits"][key]["accuracy"])

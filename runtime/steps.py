@@ -1,0 +1,157 @@
+"""The pipeline steps: what each Kubeflow component does, as plain functions over directories.
+
+Components in ``kubetune.components`` (imported only where pipelines are defined, never inside a component body) are thin shims that hand these functions their artifact
+paths. The data path runs one way through artifacts: dataset dir → base model dir → trained model
+dir (PEFT adapter, the training run's checkpoint store, ``kubetune-model.json``) → evaluation.
+A training step that continues from an earlier one (PPO or DPO after SFT) reads the earlier model
+artifact: with an embedded server it copies that artifact's checkpoint store into its own, so the
+``tinker://`` state path stays valid; with a shared server the path already is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+MODEL_INFO = "kubetune-model.json"  # in every model artifact: what it is and where its state lives
+RECIPES = ("sft", "ppo", "dpo")
+
+
+def prepare_data(out_dir: str | Path, source: str = "embedded", seed: int = 0,
+                 sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """The embedded text-to-SQL task (``source="embedded"``) or a copy of a Spider-format directory.
+
+    Returns the task statistics (examples per split, databases, templates).
+    """
+    from .tasks.text2sql import build_dataset, load_spider, task_statistics
+
+    out_dir = Path(out_dir)
+    if source == "embedded":
+        build_dataset(out_dir, seed=seed, sizes=sizes)
+        return task_statistics(out_dir)
+    source_dir = Path(source)
+    if not source_dir.is_dir():
+        raise ValueError(f"data source {source!r} is neither 'embedded' nor a Spider-format directory")
+    load_spider(source_dir)  # validates the layout before anything is copied
+    shutil.copytree(source_dir, out_dir, dirs_exist_ok=True)
+    return {"source": str(source_dir)}
+
+
+def prepare_model(out_dir: str | Path, reference: str = "tiny", seed: int = 0,
+                  pretrain_steps: int | None = None) -> dict[str, Any]:
+    """``tiny``: bootstrap the embedded model into ``out_dir``. Anything else (a Hub id, a local
+    directory) is recorded by reference only; the training server loads it."""
+    from .models.bootstrap import bootstrap_tiny_model
+    from .models.reference import TINY_REFS
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if reference in TINY_REFS:
+        extra = {"steps": pretrain_steps} if pretrain_steps is not None else {}
+        boot = bootstrap_tiny_model(out_dir, seed=seed, **extra)
+        info = {"kind": "base", "base_model": str(out_dir), "params": boot.params, "pretrain_steps": boot.steps}
+    else:
+        info = {"kind": "base", "base_model": reference}
+    (out_dir / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / MODEL_INFO
+    if not path.is_file():
+        raise ValueError(f"{model_dir} is not a kubetune model artifact (no {MODEL_INFO}); pass the output of "
+                         "prepare_base_model or of a training step")
+    return json.loads(path.read_text())
+
+
+def train(recipe: str, data_dir: str | Path, model_dir: str | Path, out_dir: str | Path, *,
+          training_api_url: str = "", api_key: str = "tml-local", params: dict[str, Any] | None = None,
+          log=print) -> dict[str, Any]:
+    """Runs one recipe and turns its output into a model artifact in ``out_dir``.
+
+    Args:
+        recipe: ``sft``, ``ppo`` or ``dpo``.
+        data_dir: a dataset artifact (Spider layout).
+        model_dir: the base model artifact, or a trained model artifact to continue from (its state
+            is the starting point; its base model is used).
+        out_dir: the output model artifact: ``adapter/`` (PEFT directory), ``run/`` (metrics.jsonl,
+            result.json), ``checkpoints/`` (embedded runs) and ``kubetune-model.json``.
+        training_api_url: a shared kubetune server; empty starts an embedded one in this process.
+        api_key: the key for that server.
+        params: recipe settings (fields of SFTConfig / PPOConfig / DPOConfig).
+
+    Returns:
+        The model info written to ``kubetune-model.json`` (includes ``eval`` and ``seconds``).
+    """
+    from . import recipes
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    params = dict(params or {})
+    source = read_model_info(model_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = out_dir / "checkpoints"
+    if source["kind"] == "trained":
+        if recipe == "sft":
+            params.setdefault("init_state", None)
+        else:
+            params["init_state"] = source["state_path"]
+        if not training_api_url and (Path(model_dir) / "checkpoints").is_dir():
+            shutil.copytree(Path(model_dir) / "checkpoints", checkpoints, dirs_exist_ok=True)
+    config_cls, run = {"sft": (recipes.SFTConfig, recipes.run_sft), "ppo": (recipes.PPOConfig, recipes.run_ppo),
+                       "dpo": (recipes.DPOConfig, recipes.run_dpo)}[recipe]
+    if recipe == "sft":
+        params.pop("init_state", None)
+    config = config_cls(data_dir=Path(data_dir), out_dir=out_dir / "run", base_url=training_api_url or None,
+                        base_model=source["base_model"], api_key=api_key, checkpoint_dir=checkpoints, **params)
+    result = run(config, log=log)
+    if result["adapter_dir"]:
+        shutil.copytree(result["adapter_dir"], out_dir / "adapter", dirs_exist_ok=True)
+    info = {"kind": "trained", "recipe": recipe, "base_model": source["base_model"],
+            "state_path": result["state_path"], "sampler_path": result["sampler_path"],
+            "adapter": "adapter" if result["adapter_dir"] else None, "training_api_url": training_api_url,
+            "eval": result["eval"], "seconds": result["seconds"], "steps": result["steps"]}
+    (out_dir / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def evaluate(data_dir: str | Path, model_dir: str | Path, splits: list[str], examples: int) -> dict[str, Any]:
+    """Greedy execution accuracy of a trained model artifact's adapter on each split, with a
+    per-template breakdown; returns ``{"splits": {split: report}, "markdown": str}``."""
+    from .evaluate import evaluate_adapter
+
+    info = read_model_info(model_dir)
+    adapter = Path(model_dir) / info["adapter"] if info.get("adapter") else None
+    if info["kind"] == "trained" and adapter is None:
+        raise ValueError(f"{model_dir} holds no local adapter (trained on a shared server); evaluate it there")
+    reports = {}
+    for split in splits:
+        report = evaluate_adapter(data_dir, split, adapter=adapter, base_model=info["base_model"], examples=examples)
+        reports[split] = {k: report[k] for k in ("accuracy", "valid_sql", "total", "correct") if k in report}
+        reports[split]["per_template"] = report.get("per_template", {})
+    return {"splits": reports, "markdown": markdown_report(info, reports)}
+
+
+def markdown_report(info: dict[str, Any], reports: dict[str, dict]) -> str:
+    lines = [f"# Execution accuracy: {info.get('recipe', 'base model')}", "",
+             f"Base model `{info['base_model']}`" + (f", {info['steps']} steps" if "steps" in info else "") + ".", "",
+             "| split | examples | execution accuracy | valid SQL |", "|---|---|---|---|"]
+    for split, r in reports.items():
+        lines.append(f"| {split} | {r['total']} | {r['accuracy']:.3f} | {r['valid_sql']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def record_training(info: dict[str, Any], model, metrics) -> str:
+    """Copies a training step's results onto its KFP artifacts (``Output[Model]``,
+    ``Output[Metrics]``); returns the final state's tinker path."""
+    model.metadata.update({k: info[k] for k in ("recipe", "base_model", "state_path", "sampler_path") if info.get(k)})
+    model.metadata["framework"] = "peft"
+    metrics.log_metric("train_seconds", float(info["seconds"]))
+    metrics.log_metric("steps", float(info["steps"]))
+    for split, report in (info.get("eval") or {}).items():
+        metrics.log_metric(f"{split}/accuracy", float(report["accuracy"]))
+        metrics.log_metric(f"{split}/valid_sql", float(report["valid_sql"]))
+    return info["state_path"]
