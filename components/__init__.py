@@ -3,6 +3,7 @@
 from .text2sql import (
     KUBETUNE_IMAGE,
     evaluate_text2sql,
+    log_to_mlflow,
     prepare_base_model,
     prepare_text2sql_data,
     train_dpo,
@@ -10,5 +11,5 @@ from .text2sql import (
     train_sft,
 )
 
-__all__ = ["KUBETUNE_IMAGE", "evaluate_text2sql", "prepare_base_model", "prepare_text2sql_data", "train_dpo",
+__all__ = ["KUBETUNE_IMAGE", "evaluate_text2sql", "log_to_mlflow", "prepare_base_model", "prepare_text2sql_data", "train_dpo",
            "train_ppo", "train_sft"]

@@ -184,3 +184,33 @@ def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Out
         f.write(result["markdown"])
     key = "heldout_paraphrase" if "heldout_paraphrase" in result["splits"] else chosen[0]
     return float(result["splits"][key]["accuracy"])
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def log_to_mlflow(model: Input[Model], training_metrics: Input[Metrics], evaluation: Input[Metrics],
+                  report: Input[Markdown], tracking_uri: str = "", experiment: str = "kubetune-text2sql",
+                  run_name: str = "", register_name: str = "", parent_run_id: str = "") -> str:
+    """Logs a trained adapter to MLflow: config as params, training and evaluation metrics, the adapter,
+    its training log and report as artifacts, and (optionally) a model registry version.
+
+    Args:
+        model: A trained model artifact (output of a training step).
+        training_metrics: The training step's metrics.
+        evaluation: The evaluate_text2sql step's metrics.
+        report: The evaluate_text2sql step's Markdown report.
+        tracking_uri: MLflow tracking URI (http://mlflow:5000 on a cluster); empty: a local store
+            under runs/mlflow that `mlflow ui --backend-store-uri sqlite:///runs/mlflow/mlflow.db` opens.
+        experiment: MLflow experiment name.
+        run_name: MLflow run name; empty: the recipe's name.
+        register_name: Registered model name for the adapter; empty: do not register.
+        parent_run_id: Make this run a child of that run (sweeps).
+
+    Returns:
+        The MLflow run id.
+    """
+    from kubetune.steps import log_to_mlflow as log
+
+    metrics = {**{f"train/{k}": v for k, v in training_metrics.metadata.items() if isinstance(v, int | float)},
+               **{k: v for k, v in evaluation.metadata.items() if isinstance(v, int | float)}}
+    return log(model.path, metrics, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
+               register_name=register_name, parent_run_id=parent_run_id, report=report.path)

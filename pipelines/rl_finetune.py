@@ -4,6 +4,7 @@ from kfp import dsl
 
 from kubetune.components import (
     evaluate_text2sql,
+    log_to_mlflow,
     prepare_base_model,
     prepare_text2sql_data,
     train_ppo,
@@ -17,7 +18,8 @@ def rl_finetune(data_source: str = "embedded", data_sizes_json: str = "{}", base
                 pretrain_steps: int = -1, sft_steps: int = 400, ppo_steps: int = 150, prompts_per_step: int = 4,
                 group_size: int = 8, ppo_learning_rate: float = 2e-4, kl_coef: float = 0.0,
                 reward: str = "execution", eval_examples: int = 100, seed: int = 0,
-                training_api_url: str = "") -> float:
+                training_api_url: str = "", mlflow_tracking_uri: str = "",
+                mlflow_experiment: str = "kubetune-text2sql", register_name: str = "") -> float:
     """Defaults run the embedded task on the tiny model; point base_model and training_api_url at a
     real model and a shared kubetune server on a cluster."""
     data = prepare_text2sql_data(source=data_source, seed=seed, sizes_json=data_sizes_json)
@@ -31,4 +33,8 @@ def rl_finetune(data_source: str = "embedded", data_sizes_json: str = "{}", base
         task.set_caching_options(False)
     evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=ppo.outputs["model"],
                                    examples=eval_examples)
+    log_to_mlflow(model=ppo.outputs["model"], training_metrics=ppo.outputs["metrics"],
+                  evaluation=evaluation.outputs["metrics"], report=evaluation.outputs["report"],
+                  tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment, run_name="rl_finetune",
+                  register_name=register_name)
     return evaluation.outputs["Output"]

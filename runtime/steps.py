@@ -155,3 +155,28 @@ def record_training(info: dict[str, Any], model, metrics) -> str:
         metrics.log_metric(f"{split}/accuracy", float(report["accuracy"]))
         metrics.log_metric(f"{split}/valid_sql", float(report["valid_sql"]))
     return info["state_path"]
+
+
+def log_to_mlflow(model_dir: str | Path, metrics: dict[str, float], *, tracking_uri: str = "",
+                  experiment: str = "kubetune-text2sql", run_name: str = "", register_name: str = "",
+                  parent_run_id: str = "", report: str | Path | None = None) -> str:
+    """One MLflow run for a trained model artifact: its recipe config as params, ``metrics``, the
+    adapter, the training log and the report as artifacts; optionally a registry version. Returns
+    the run id."""
+    from .tracking import log_run
+
+    info = read_model_info(model_dir)
+    model_dir = Path(model_dir)
+    result_path = model_dir / "run" / "result.json"
+    config = json.loads(result_path.read_text())["config"] if result_path.is_file() else {}
+    params = {"recipe": info.get("recipe", "base"), "base_model": info["base_model"],
+              **{k: v for k, v in config.items() if k not in ("data_dir", "out_dir", "checkpoint_dir", "api_key")}}
+    artifacts: dict[str, str | Path] = {"training": model_dir / "run"}
+    if info.get("adapter"):
+        artifacts["adapter"] = model_dir / info["adapter"]
+    if report is not None:
+        artifacts["report"] = report
+    return log_run(tracking_uri, experiment, run_name or f"{info.get('recipe', 'model')}", params=params,
+                   metrics=metrics, artifacts=artifacts, parent_run_id=parent_run_id or None,
+                   register_as=(register_name or None) if info.get("adapter") else None,
+                   tags={"kubetune.state_path": info.get("state_path", "")})

@@ -34,8 +34,10 @@ def test_rl_finetune_runs_locally(tmp_path: Path) -> None:
     root = tmp_path / "root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                workspace_root=str(tmp_path / "workspace"))
+    store = tmp_path / "mlflow"
     task = PIPELINES["rl_finetune"](data_sizes_json=TINY_SIZES, pretrain_steps=2, sft_steps=2, ppo_steps=1,
-                                    prompts_per_step=2, group_size=2, eval_examples=2)
+                                    prompts_per_step=2, group_size=2, eval_examples=2,
+                                    mlflow_tracking_uri=str(store), register_name="kubetune-test")
     assert 0.0 <= task.output <= 1.0
     (run,) = root.iterdir()
     sft_info = json.loads((run / "train-sft" / "model" / "kubetune-model.json").read_text())
@@ -50,3 +52,20 @@ def test_rl_finetune_runs_locally(tmp_path: Path) -> None:
     assert "| heldout_paraphrase | 2 |" in report
     ppo_config = json.loads((run / "train-ppo" / "model" / "run" / "result.json").read_text())["config"]
     assert ppo_config["init_state"] == sft_info["state_path"]  # PPO continued from the SFT artifact's state
+
+
+    # The MLflow run, read back from the local store the pipeline wrote.
+    import mlflow
+
+    from kubetune.tracking import resolve_tracking_uri
+
+    client = mlflow.MlflowClient(resolve_tracking_uri(str(store)))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "kubetune-text2sql"]
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    assert mlflow_run.info.run_name == "rl_finetune" and mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["recipe"] == "ppo" and mlflow_run.data.params["steps"] == "1"
+    assert mlflow_run.data.metrics["heldout_paraphrase/accuracy"] == pytest.approx(task.output)
+    assert mlflow_run.data.metrics["train/steps"] == 1.0
+    assert "adapter/adapter_config.json" in [a.path for a in client.list_artifacts(mlflow_run.info.run_id, "adapter")]
+    (version,) = client.search_model_versions("name='kubetune-test'")
+    assert version.run_id == mlflow_run.info.run_id
