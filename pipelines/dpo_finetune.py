@@ -11,30 +11,42 @@ from kubetune.components import (
     train_sft,
 )
 
+from .cluster import ClusterSettings, cache_step, tracking_step, training_step
 
-@dsl.pipeline(name="kubetune-dpo-finetune",
-              description="LoRA SFT then DPO on the policy's own samples, evaluated by execution accuracy.")
-def dpo_finetune(data_source: str = "embedded", data_sizes_json: str = "{}", base_model: str = "tiny",
-                 pretrain_steps: int = -1, sft_steps: int = 400, dpo_steps: int = 60, dpo_batch_size: int = 8,
-                 dpo_learning_rate: float = 3e-4, beta: float = 0.5, nll_weight: float = 1.0,
-                 pair_prompts: int = 200, eval_examples: int = 100, seed: int = 0,
-                 training_api_url: str = "", mlflow_tracking_uri: str = "",
-                 mlflow_experiment: str = "kubetune-text2sql", register_name: str = "") -> float:
-    """Defaults run the embedded task on the tiny model; point base_model and training_api_url at a
-    real model and a shared kubetune server on a cluster."""
-    data = prepare_text2sql_data(source=data_source, seed=seed, sizes_json=data_sizes_json)
-    base = prepare_base_model(reference=base_model, seed=seed, pretrain_steps=pretrain_steps)
-    sft = train_sft(dataset=data.outputs["dataset"], base_model=base.outputs["model"], steps=sft_steps, seed=seed,
-                    eval_examples=0, training_api_url=training_api_url)
-    dpo = train_dpo(dataset=data.outputs["dataset"], init_model=sft.outputs["model"], steps=dpo_steps,
-                    batch_size=dpo_batch_size, learning_rate=dpo_learning_rate, beta=beta, nll_weight=nll_weight,
-                    pair_prompts=pair_prompts, seed=seed, eval_examples=0, training_api_url=training_api_url)
-    for task in (sft, dpo):
-        task.set_caching_options(False)
-    evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=dpo.outputs["model"],
-                                   examples=eval_examples)
-    log_to_mlflow(model=dpo.outputs["model"], training_metrics=dpo.outputs["metrics"],
-                  evaluation=evaluation.outputs["metrics"], report=evaluation.outputs["report"],
-                  tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment, run_name="dpo_finetune",
-                  register_name=register_name)
-    return evaluation.outputs["Output"]
+
+def build_dpo_finetune(settings: ClusterSettings = ClusterSettings()):
+    """The pipeline, with the Kubernetes settings of ``settings`` on its steps."""
+
+    @dsl.pipeline(name="kubetune-dpo-finetune",
+                  description="LoRA SFT then DPO on the policy's own samples, evaluated by execution accuracy.")
+    def dpo_finetune(data_source: str = "embedded", data_sizes_json: str = "{}", base_model: str = "tiny",
+                     pretrain_steps: int = -1, sft_steps: int = 400, dpo_steps: int = 60, dpo_batch_size: int = 8,
+                     dpo_learning_rate: float = 3e-4, beta: float = 0.5, nll_weight: float = 1.0,
+                     pair_prompts: int = 200, eval_examples: int = 100, seed: int = 0,
+                     training_api_url: str = "", mlflow_tracking_uri: str = "",
+                     mlflow_experiment: str = "kubetune-text2sql", register_name: str = "") -> float:
+        """Defaults run the embedded task on the tiny model; point base_model and training_api_url at a
+        real model and a shared kubetune server on a cluster."""
+        data = prepare_text2sql_data(source=data_source, seed=seed, sizes_json=data_sizes_json)
+        base = prepare_base_model(reference=base_model, seed=seed, pretrain_steps=pretrain_steps)
+        sft = train_sft(dataset=data.outputs["dataset"], base_model=base.outputs["model"], steps=sft_steps, seed=seed,
+                        eval_examples=0, training_api_url=training_api_url)
+        dpo = train_dpo(dataset=data.outputs["dataset"], init_model=sft.outputs["model"], steps=dpo_steps,
+                        batch_size=dpo_batch_size, learning_rate=dpo_learning_rate, beta=beta, nll_weight=nll_weight,
+                        pair_prompts=pair_prompts, seed=seed, eval_examples=0, training_api_url=training_api_url)
+        for task in (sft, dpo):
+            training_step(task, settings)
+        cache_step(base, settings)
+        evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=dpo.outputs["model"],
+                                       examples=eval_examples)
+        logged = log_to_mlflow(model=dpo.outputs["model"], training_metrics=dpo.outputs["metrics"],
+                               evaluation=evaluation.outputs["metrics"], report=evaluation.outputs["report"],
+                               tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
+                               run_name="dpo_finetune", register_name=register_name)
+        tracking_step(logged, settings)
+        return evaluation.outputs["Output"]
+
+    return dpo_finetune
+
+
+dpo_finetune = build_dpo_finetune()

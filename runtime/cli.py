@@ -19,6 +19,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(help="Recipes: training loops that drive a model through the Tinker API.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+pipelines_app = typer.Typer(help="Kubeflow pipelines: compile them for a cluster.", no_args_is_help=True)
+app.add_typer(pipelines_app, name="pipelines")
 console = Console(emoji=False)  # tinker paths contain ":train:", which rich would turn into an emoji
 
 
@@ -254,6 +256,46 @@ def _config(cls, **fields):
         return cls(**fields)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+@pipelines_app.command("compile")
+def pipelines_compile(
+    out: Path = typer.Option(Path("runs/pipelines"), help="Directory for <pipeline>.yaml files."),
+    gpu: bool = typer.Option(True, help="Request a GPU for training steps (--no-gpu for CPU-only clusters)."),
+) -> None:
+    """Compile every pipeline to YAML that the Kubeflow UI uploads (kfp.Client accepts it too)."""
+    from .pipeline_runs import compile_pipelines
+
+    for path in compile_pipelines(out, gpu=gpu):
+        console.print(f"compiled {path}")
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline: str = typer.Argument(..., help="rl_finetune or dpo_finetune."),
+    local: bool = typer.Option(False, "--local", help="Run on this machine through kfp.local (required for now)."),
+    param: list[str] = typer.Option([], "--param", help="Pipeline parameter as name=value; repeatable."),
+    runs: Path = typer.Option(Path("runs"), help="Local outputs: kfp artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),
+) -> None:
+    """Run a pipeline: every step in this environment (kfp SubprocessRunner), artifacts under ./runs."""
+    from .pipeline_runs import parse_params, run_local
+
+    if not local:
+        raise typer.BadParameter("only --local runs exist so far; compile with `kubetune pipelines compile` and "
+                                 "upload the YAML to run on a cluster", param_hint="--local")
+    from kubetune.pipelines import PIPELINES
+
+    if pipeline not in PIPELINES:
+        raise typer.BadParameter(f"unknown pipeline {pipeline!r}; choose one of {', '.join(sorted(PIPELINES))}",
+                                 param_hint="PIPELINE")
+    try:
+        params = parse_params(PIPELINES[pipeline], param)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--param") from None
+    result = run_local(pipeline, params, runs)
+    console.print(f"{pipeline}: output {result['output']}  ({result['seconds']:.0f} s)\n"
+                  f"artifacts: {result['pipeline_root']}\nMLflow:    {result['mlflow']} "
+                  f"(mlflow ui --backend-store-uri sqlite:///{result['mlflow']}/mlflow.db)")
 
 
 @app.command()

@@ -19,7 +19,7 @@ def test_pipeline_compiles_and_loads_back(name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.yaml"
     compiler.Compiler().compile(PIPELINES[name], str(path))
     loaded = components.load_component_from_file(str(path))
-    spec = yaml.safe_load(path.read_text())
+    spec = next(yaml.safe_load_all(path.read_text()))
     assert loaded.name == spec["pipelineInfo"]["name"]
     for component in spec["components"].values():  # every parameter carries its docstring description
         for param, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
@@ -69,3 +69,41 @@ def test_rl_finetune_runs_locally(tmp_path: Path) -> None:
     assert "adapter/adapter_config.json" in [a.path for a in client.list_artifacts(mlflow_run.info.run_id, "adapter")]
     (version,) = client.search_model_versions("name='kubetune-test'")
     assert version.run_id == mlflow_run.info.run_id
+
+
+def _platform(name: str, tmp_path: Path, pipeline=None) -> dict:
+    path = tmp_path / f"{name}.yaml"
+    compiler.Compiler().compile(pipeline or PIPELINES[name], str(path))
+    documents = list(yaml.safe_load_all(path.read_text()))
+    assert len(documents) == 2, "the Kubernetes platform spec is the second YAML document"
+    return documents[0], documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.mark.parametrize(("name", "trainer"), [("rl_finetune", "train-ppo"), ("dpo_finetune", "train-dpo")])
+def test_compiled_yaml_holds_the_cluster_settings(name: str, trainer: str, tmp_path: Path) -> None:
+    spec, executors = _platform(name, tmp_path)
+    for step in ("exec-train-sft", f"exec-{trainer}"):
+        config = executors[step]
+        assert config["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert config["tolerations"][0]["key"] == "nvidia.com/gpu" and config["tolerations"][0]["effect"] == "NoSchedule"
+        assert config["pvcMount"][0]["mountPath"] == "/mnt/kubetune"
+        (secret,) = config["secretAsEnv"]
+        assert secret["secretName"] == "kubetune-api-key" and secret["keyToEnv"][0]["envVar"] == "TINKER_API_KEY"
+        resources = spec["deploymentSpec"]["executors"][step]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "1"
+    assert executors["exec-log-to-mlflow"]["secretAsEnv"][0]["secretName"] == "kubetune-mlflow"
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in ("train-sft", trainer, "log-to-mlflow"):
+        assert tasks[task]["retryPolicy"]["maxRetryCount"] == 2
+    for task in ("train-sft", trainer, "log-to-mlflow"):
+        assert tasks[task]["cachingOptions"] == {}  # caching off (kfp omits enableCache: false)
+
+
+def test_cpu_cluster_variant_has_no_gpu_request(tmp_path: Path) -> None:
+    from kubetune.pipelines import ClusterSettings, build_pipelines
+
+    spec, executors = _platform("rl_finetune", tmp_path, build_pipelines(ClusterSettings(gpu=False))["rl_finetune"])
+    assert "nodeSelector" not in executors["exec-train-sft"] and "tolerations" not in executors["exec-train-sft"]
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train-sft"]["container"].get("resources", {})
+    assert executors["exec-train-sft"]["pvcMount"][0]["mountPath"] == "/mnt/kubetune"
