@@ -214,3 +214,43 @@ def log_to_mlflow(model: Input[Model], training_metrics: Input[Metrics], evaluat
                **{k: v for k, v in evaluation.metadata.items() if isinstance(v, int | float)}}
     return log(model.path, metrics, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
                register_name=register_name, parent_run_id=parent_run_id, report=report.path)
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def select_best(experiments: list, scores: list, models: Input[list[Model]], run_ids: list,
+                best_model: Output[Model], comparison: Output[Markdown], metric: str = "heldout_paraphrase/accuracy",
+                tracking_uri: str = "", experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch") -> str:
+    """Fan-in of a sweep: picks the experiment with the best held-out score, copies its model, and
+    opens the sweep's parent MLflow run holding the experiments' runs, a comparison table and plot.
+
+    Args:
+        experiments: The sweep's experiment configs (dicts with a run_name), in loop order.
+        scores: Their held-out scores, collected from the loop (loop order).
+        models: Their trained model artifacts, collected from the loop (loop order).
+        run_ids: The experiments' MLflow runs (loop order); empty: log nothing to MLflow.
+        best_model: Output: a copy of the winning model artifact.
+        comparison: Output: the ranking as a Markdown table.
+        metric: Name of the score, for the table and MLflow.
+        tracking_uri: MLflow tracking URI; empty: the local store under runs/mlflow.
+        experiment: MLflow experiment name.
+        sweep_name: Name of the parent run.
+
+    Returns:
+        The winning experiment's name.
+    """
+    import os
+    import shutil
+
+    from kubetune.steps import select_best as pick
+
+    plot = os.path.join(os.path.dirname(comparison.path), "comparison.png")
+    names = [str(e.get("run_name", f"experiment-{i}")) for i, e in enumerate(experiments)]
+    result = pick(names, [float(s) for s in scores], [m.path for m in models], metric=metric,
+                  run_ids=[str(r) for r in run_ids], experiments=list(experiments), tracking_uri=tracking_uri,
+                  experiment=experiment, sweep_name=sweep_name, plot_path=plot)
+    best_model.metadata["sweep_run_id"] = result["parent_run_id"]
+    shutil.copytree(result["model_dir"], best_model.path, dirs_exist_ok=True)
+    best_model.metadata.update({"experiment": result["name"], "score": result["score"]})
+    with open(comparison.path, "w") as f:
+        f.write(result["table"])
+    return result["name"]

@@ -272,7 +272,7 @@ def pipelines_compile(
 
 @app.command("run")
 def run_pipeline(
-    pipeline: str = typer.Argument(..., help="rl_finetune or dpo_finetune."),
+    pipeline: str = typer.Argument(..., help="rl_finetune, dpo_finetune or autoresearch."),
     local: bool = typer.Option(False, "--local", help="Run on this machine through kfp.local (required for now)."),
     param: list[str] = typer.Option([], "--param", help="Pipeline parameter as name=value; repeatable."),
     runs: Path = typer.Option(Path("runs"), help="Local outputs: kfp artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),

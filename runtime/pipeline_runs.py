@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-_CASTS = {"Integer": int, "Float": float, "String": str, "Boolean": lambda v: v.lower() in ("1", "true", "yes")}
+_CASTS = {"Integer": int, "Float": float, "String": str, "Boolean": lambda v: v.lower() in ("1", "true", "yes"),
+          "List": json.loads, "Dict": json.loads}
 
 
 def compile_pipelines(out_dir: str | Path, gpu: bool = True) -> list[Path]:
@@ -38,8 +40,9 @@ def parse_params(pipeline, pairs: list[str]) -> dict[str, Any]:
         kind = inputs[name].type
         try:
             params[name] = _CASTS.get(kind, str)(value)
-        except ValueError:
-            raise ValueError(f"--param {name}={value!r}: not a valid {kind}") from None
+        except ValueError:  # json.JSONDecodeError is one too
+            raise ValueError(f"--param {name}={value!r}: not a valid {kind}" +
+                             (" (write JSON, e.g. '[{\"run_name\": \"a\", ...}]')" if kind in ("List", "Dict") else "")) from None
     return params
 
 

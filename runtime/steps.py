@@ -110,7 +110,10 @@ def train(recipe: str, data_dir: str | Path, model_dir: str | Path, out_dir: str
     result = run(config, log=log)
     if result["adapter_dir"]:
         shutil.copytree(result["adapter_dir"], out_dir / "adapter", dirs_exist_ok=True)
-    info = {"kind": "trained", "recipe": recipe, "base_model": source["base_model"],
+    # The adapter's rank is set where it was created; a run that continues from a state keeps it.
+    continued = source["kind"] == "trained" and recipe != "sft"
+    lora_rank = source.get("lora_rank") if continued else config.lora_rank
+    info = {"kind": "trained", "recipe": recipe, "base_model": source["base_model"], "lora_rank": lora_rank,
             "state_path": result["state_path"], "sampler_path": result["sampler_path"],
             "adapter": "adapter" if result["adapter_dir"] else None, "training_api_url": training_api_url,
             "eval": result["eval"], "seconds": result["seconds"], "steps": result["steps"]}
@@ -169,8 +172,10 @@ def log_to_mlflow(model_dir: str | Path, metrics: dict[str, float], *, tracking_
     model_dir = Path(model_dir)
     result_path = model_dir / "run" / "result.json"
     config = json.loads(result_path.read_text())["config"] if result_path.is_file() else {}
-    params = {"recipe": info.get("recipe", "base"), "base_model": info["base_model"],
-              **{k: v for k, v in config.items() if k not in ("data_dir", "out_dir", "checkpoint_dir", "api_key")}}
+    params = {**{k: v for k, v in config.items() if k not in ("data_dir", "out_dir", "checkpoint_dir", "api_key")},
+              "recipe": info.get("recipe", "base"), "base_model": info["base_model"]}
+    if info.get("lora_rank") is not None:
+        params["lora_rank"] = info["lora_rank"]  # the adapter's, not a continued run's unused setting
     artifacts: dict[str, str | Path] = {"training": model_dir / "run"}
     if info.get("adapter"):
         artifacts["adapter"] = model_dir / info["adapter"]
@@ -180,3 +185,50 @@ def log_to_mlflow(model_dir: str | Path, metrics: dict[str, float], *, tracking_
                    metrics=metrics, artifacts=artifacts, parent_run_id=parent_run_id or None,
                    register_as=(register_name or None) if info.get("adapter") else None,
                    tags={"kubetune.state_path": info.get("state_path", "")})
+
+
+def select_best(names: list[str], scores: list[float], model_dirs: list[str], *, metric: str,
+                run_ids: list[str] | None = None, experiments: list[dict[str, Any]] | None = None,
+                tracking_uri: str = "", experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch",
+                plot_path: str | Path | None = None) -> dict[str, Any]:
+    """Picks the experiment with the highest score (ties: the earlier one) and writes a comparison
+    table (Markdown) and bar plot (PNG). With ``run_ids`` (the experiments' MLflow runs) it opens the
+    sweep's parent run, makes those runs its children and logs the comparison there."""
+    if not (len(names) == len(scores) == len(model_dirs)) or not names:
+        raise ValueError(f"select_best needs one name, score and model per experiment; got {len(names)}, "
+                         f"{len(scores)}, {len(model_dirs)}")
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    table = "\n".join([f"| rank | experiment | {metric} |", "|---|---|---|",
+                       *(f"| {rank} | {names[i]}{' (best)' if i == best else ''} | {scores[i]:.3f} |"
+                         for rank, i in enumerate(order, 1))]) + "\n"
+    if plot_path is not None:
+        _bar_plot(names, scores, best, metric, Path(plot_path))
+    parent = ""
+    if run_ids:
+        from .tracking import log_run, set_parent
+
+        artifacts = {"": plot_path} if plot_path else {}
+        parent = log_run(tracking_uri, experiment, sweep_name, params={
+            "experiments": experiments or names, "n_experiments": len(names), "best_experiment": names[best]},
+            metrics={f"best/{metric}": scores[best]}, artifacts=artifacts, texts={"comparison.md": table},
+            tags={"kubetune.sweep": "parent"})
+        set_parent(tracking_uri, list(run_ids), parent)
+    return {"best": best, "name": names[best], "score": scores[best], "model_dir": model_dirs[best], "table": table,
+            "parent_run_id": parent}
+
+
+def _bar_plot(names: list[str], scores: list[float], best: int, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3))
+    ax.bar(names, scores, color=["tab:green" if i == best else "tab:gray" for i in range(len(names))])
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, max(1.0, max(scores)))
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -4,6 +4,8 @@ tracking server on a cluster (``http(s)://…``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,23 @@ def resolve_tracking_uri(uri: str = "") -> str:
     return f"sqlite:///{directory / 'mlflow.db'}"
 
 
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialises first-time set-up of a local SQLite store: parallel pipeline steps creating its
+    tables or the same experiment at once otherwise fail ("table experiments already exists")."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -33,15 +52,16 @@ def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
 def log_run(tracking_uri: str, experiment: str, run_name: str, *, params: dict[str, Any] | None = None,
             metrics: dict[str, float] | None = None, artifacts: dict[str, str | Path] | None = None,
             parent_run_id: str | None = None, register_as: str | None = None,
-            tags: dict[str, str] | None = None) -> str:
-    """One MLflow run (a child of ``parent_run_id`` if given) with params, metrics and artifact
-    directories (``{artifact_path: local_dir}``); ``register_as`` registers the ``adapter``
-    artifact in the model registry. Returns the run id."""
+            tags: dict[str, str] | None = None, texts: dict[str, str] | None = None) -> str:
+    """One MLflow run (a child of ``parent_run_id`` if given) with params, metrics, artifacts
+    (``{artifact_path: local dir or file}``, ``""`` for the root) and text files; ``register_as``
+    registers the ``adapter`` artifact in the model registry. Returns the run id."""
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(mlflow, experiment, uri)
+    with _store_lock(uri):
+        experiment_id = _experiment_id(mlflow, experiment, uri)
     run_tags = dict(tags or {})
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
@@ -55,9 +75,11 @@ def log_run(tracking_uri: str, experiment: str, run_name: str, *, params: dict[s
             client.log_metric(run_id, key, float(value))
         for path, local in (artifacts or {}).items():
             if Path(local).is_dir():
-                client.log_artifacts(run_id, str(local), artifact_path=path)
+                client.log_artifacts(run_id, str(local), artifact_path=path or None)
             elif Path(local).is_file():
-                client.log_artifact(run_id, str(local), artifact_path=path)
+                client.log_artifact(run_id, str(local), artifact_path=path or None)
+        for name, text in (texts or {}).items():
+            client.log_text(run_id, text, name)
         if register_as:
             register_adapter(client, register_as, run_id)
         client.set_terminated(run_id, "FINISHED")
@@ -79,3 +101,12 @@ def register_adapter(client, name: str, run_id: str) -> str:
     source = f"{client.get_run(run_id).info.artifact_uri}/adapter"
     return client.create_model_version(name, source=source, run_id=run_id,
                                        tags={"format": "peft-adapter"}).version
+
+
+def set_parent(tracking_uri: str, run_ids: list[str], parent_run_id: str) -> None:
+    """Makes existing runs children of ``parent_run_id`` (how the MLflow UI nests them)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(resolve_tracking_uri(tracking_uri))
+    for run_id in run_ids:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)

@@ -31,6 +31,10 @@ def test_params_are_typed_by_the_pipeline_signature() -> None:
         parse_params(PIPELINES["rl_finetune"], ["sft_stepz=3"])
     with pytest.raises(ValueError, match="not a valid Integer"):
         parse_params(PIPELINES["rl_finetune"], ["sft_steps=abc"])
+    experiments = parse_params(PIPELINES["autoresearch"], ['experiments=[{"run_name": "a", "lora_rank": 4}]'])
+    assert experiments == {"experiments": [{"run_name": "a", "lora_rank": 4}]}
+    with pytest.raises(ValueError, match="not a valid List"):
+        parse_params(PIPELINES["autoresearch"], ["experiments=a,b"])
     with pytest.raises(ValueError, match="write it as name=value"):
         parse_params(PIPELINES["rl_finetune"], ["sft_steps"])
 
@@ -45,4 +49,4 @@ def test_run_without_local_or_with_an_unknown_pipeline_is_a_usage_error() -> Non
     remote = runner.invoke(app, ["run", "rl_finetune"])
     assert remote.exit_code == 2 and "only --local runs exist so far" in plain(remote.output)
     unknown = runner.invoke(app, ["run", "grpo_finetune", "--local"])
-    assert unknown.exit_code == 2 and "choose one of dpo_finetune, rl_finetune" in plain(unknown.output)
+    assert unknown.exit_code == 2 and "choose one of autoresearch, dpo_finetune, rl_finetune" in plain(unknown.output)

@@ -1,0 +1,74 @@
+"""autoresearch: parallel text-to-SQL experiments from one dataset and base model, compared in MLflow.
+
+One ``dsl.ParallelFor`` over a list of experiment configs (a single loop over dicts: kfp's local
+runner gets nested loops wrong), each branch SFT → PPO → evaluate → a child MLflow run, then
+``dsl.Collected`` fans in to ``select_best``, which picks the winner by held-out execution accuracy
+and logs the comparison table and plot to the parent run. On a cluster every branch trains on one
+shared kubetune server (``training_api_url``), packed onto one accelerator.
+"""
+
+from kfp import dsl
+
+from kubetune.components import (
+    evaluate_text2sql,
+    log_to_mlflow,
+    prepare_base_model,
+    prepare_text2sql_data,
+    select_best,
+    train_ppo,
+    train_sft,
+)
+
+from .cluster import ClusterSettings, cache_step, tracking_step, training_step
+
+# Execution-only vs shaped reward, KL or not, LoRA rank, learning rate, samples per prompt.
+DEFAULT_EXPERIMENTS = [
+    {"run_name": "exec-r16", "lora_rank": 16, "learning_rate": 2e-4, "kl_coef": 0.0, "group_size": 8, "reward": "execution"},
+    {"run_name": "shaped-r16", "lora_rank": 16, "learning_rate": 2e-4, "kl_coef": 0.0, "group_size": 8, "reward": "shaped"},
+    {"run_name": "exec-kl-r16", "lora_rank": 16, "learning_rate": 2e-4, "kl_coef": 0.05, "group_size": 8,
+     "reward": "execution"},
+    {"run_name": "exec-r8-lr5e-4", "lora_rank": 8, "learning_rate": 5e-4, "kl_coef": 0.0, "group_size": 4,
+     "reward": "execution"},
+]
+
+
+def build_autoresearch(settings: ClusterSettings = ClusterSettings()):
+    """The pipeline, with the Kubernetes settings of ``settings`` on its steps."""
+
+    @dsl.pipeline(name="kubetune-autoresearch",
+                  description="A sweep of RL experiments on text-to-SQL, fanned out in parallel and compared in MLflow.")
+    def autoresearch(experiments: list = DEFAULT_EXPERIMENTS, data_source: str = "embedded",
+                     data_sizes_json: str = "{}", base_model: str = "tiny", pretrain_steps: int = -1,
+                     sft_steps: int = 400, ppo_steps: int = 60, prompts_per_step: int = 4, eval_examples: int = 100,
+                     seed: int = 0, training_api_url: str = "", mlflow_tracking_uri: str = "",
+                     mlflow_experiment: str = "kubetune-autoresearch") -> str:
+        """Defaults run four experiments on the embedded task and the tiny model."""
+        data = prepare_text2sql_data(source=data_source, seed=seed, sizes_json=data_sizes_json)
+        base = cache_step(prepare_base_model(reference=base_model, seed=seed, pretrain_steps=pretrain_steps), settings)
+        with dsl.ParallelFor(experiments, parallelism=4) as config:
+            sft = training_step(train_sft(dataset=data.outputs["dataset"], base_model=base.outputs["model"],
+                                          steps=sft_steps, lora_rank=config.lora_rank, seed=seed, eval_examples=0,
+                                          training_api_url=training_api_url), settings)
+            ppo = training_step(train_ppo(dataset=data.outputs["dataset"], init_model=sft.outputs["model"],
+                                          steps=ppo_steps, prompts_per_step=prompts_per_step,
+                                          group_size=config.group_size, learning_rate=config.learning_rate,
+                                          kl_coef=config.kl_coef, reward=config.reward, seed=seed, eval_examples=0,
+                                          training_api_url=training_api_url), settings)
+            evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=ppo.outputs["model"],
+                                           examples=eval_examples)
+            # Runs are re-parented under the sweep by select_best: kfp.local hands a loop body the
+            # loop item instead of an outer task's output parameter (kfp 2.17), so none goes in.
+            logged = tracking_step(log_to_mlflow(model=ppo.outputs["model"], training_metrics=ppo.outputs["metrics"],
+                                                 evaluation=evaluation.outputs["metrics"],
+                                                 report=evaluation.outputs["report"], tracking_uri=mlflow_tracking_uri,
+                                                 experiment=mlflow_experiment, run_name=config.run_name), settings)
+        best = select_best(experiments=experiments, scores=dsl.Collected(evaluation.outputs["Output"]),
+                           models=dsl.Collected(ppo.outputs["model"]), run_ids=dsl.Collected(logged.output),
+                           tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment)
+        tracking_step(best, settings)
+        return best.outputs["Output"]
+
+    return autoresearch
+
+
+autoresearch = build_autoresearch()
