@@ -270,6 +270,17 @@ def pipelines_compile(
         console.print(f"compiled {path}")
 
 
+@pipelines_app.command("components")
+def pipelines_components(
+    out: Path | None = typer.Option(None, help="Directory for <component>.yaml (default: components/yaml in the repo)."),
+) -> None:
+    """Compile every component to YAML (committed under components/yaml; a test checks they are current)."""
+    from .pipeline_runs import COMPONENT_YAML_DIR, compile_components
+
+    for path in compile_components(out or COMPONENT_YAML_DIR):
+        console.print(f"compiled {path}")
+
+
 @app.command("run")
 def run_pipeline(
     pipeline: str = typer.Argument(..., help="rl_finetune, dpo_finetune or autoresearch."),

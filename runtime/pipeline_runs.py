@@ -27,6 +27,25 @@ def compile_pipelines(out_dir: str | Path, gpu: bool = True) -> list[Path]:
     return paths
 
 
+COMPONENT_YAML_DIR = Path(__file__).resolve().parents[1] / "components" / "yaml"
+
+
+def compile_components(out_dir: str | Path = COMPONENT_YAML_DIR) -> list[Path]:
+    """Every component to ``<out_dir>/<name>.yaml``, for ``kfp.components.load_component_from_file``."""
+    from kfp import compiler
+
+    import kubetune.components as components
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in sorted(n for n in components.__all__ if n != "KUBETUNE_IMAGE"):
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(getattr(components, name), str(path))
+        paths.append(path)
+    return paths
+
+
 def parse_params(pipeline, pairs: list[str]) -> dict[str, Any]:
     """``["k=v", ...]`` → typed pipeline arguments, with a clear error for unknown names or bad values."""
     inputs = pipeline.component_spec.inputs or {}

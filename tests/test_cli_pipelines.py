@@ -50,3 +50,18 @@ def test_run_without_local_or_with_an_unknown_pipeline_is_a_usage_error() -> Non
     assert remote.exit_code == 2 and "only --local runs exist so far" in plain(remote.output)
     unknown = runner.invoke(app, ["run", "grpo_finetune", "--local"])
     assert unknown.exit_code == 2 and "choose one of autoresearch, dpo_finetune, rl_finetune" in plain(unknown.output)
+
+
+def test_committed_component_yamls_are_current(tmp_path: Path) -> None:
+    """components/yaml is what `kubetune pipelines components` writes today; rerun it after changing a component."""
+    from kfp import components
+
+    from kubetune.pipeline_runs import COMPONENT_YAML_DIR, compile_components
+
+    fresh = compile_components(tmp_path)
+    committed = sorted(COMPONENT_YAML_DIR.glob("*.yaml"))
+    assert [p.name for p in committed] == [p.name for p in fresh]
+    for new in fresh:
+        old = COMPONENT_YAML_DIR / new.name
+        assert old.read_text() == new.read_text(), f"{old} is stale: run `kubetune pipelines components`"
+        assert components.load_component_from_file(str(old)).name == new.stem.replace("_", "-")
