@@ -70,15 +70,11 @@ def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    import os
+    from kubetune.steps import train_component
 
-    from kubetune.steps import record_training, train
-
-    info = train("sft", dataset.path, base_model.path, model.path, training_api_url=training_api_url,
-                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
-                 params=dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
-                             seed=seed, eval_examples=eval_examples))
-    return record_training(info, model, metrics)
+    return train_component("sft", dataset, base_model, model, metrics, training_api_url,
+                           dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
+                                seed=seed, eval_examples=eval_examples))
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
@@ -106,16 +102,12 @@ def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    import os
+    from kubetune.steps import train_component
 
-    from kubetune.steps import record_training, train
-
-    info = train("ppo", dataset.path, init_model.path, model.path, training_api_url=training_api_url,
-                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
-                 params=dict(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
-                             learning_rate=learning_rate, kl_coef=kl_coef, reward=reward, seed=seed,
-                             eval_examples=eval_examples))
-    return record_training(info, model, metrics)
+    return train_component("ppo", dataset, init_model, model, metrics, training_api_url,
+                           dict(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
+                                learning_rate=learning_rate, kl_coef=kl_coef, reward=reward, seed=seed,
+                                eval_examples=eval_examples))
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
@@ -144,16 +136,12 @@ def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    import os
+    from kubetune.steps import train_component
 
-    from kubetune.steps import record_training, train
-
-    info = train("dpo", dataset.path, init_model.path, model.path, training_api_url=training_api_url,
-                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"),
-                 params=dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
-                             nll_weight=nll_weight, pair_prompts=pair_prompts, gold_fallback=gold_fallback,
-                             seed=seed, eval_examples=eval_examples))
-    return record_training(info, model, metrics)
+    return train_component("dpo", dataset, init_model, model, metrics, training_api_url,
+                           dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
+                                nll_weight=nll_weight, pair_prompts=pair_prompts, gold_fallback=gold_fallback,
+                                seed=seed, eval_examples=eval_examples))
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)

@@ -2,16 +2,10 @@
 
 from kfp import dsl
 
-from kubetune.components import (
-    evaluate_text2sql,
-    log_to_mlflow,
-    prepare_base_model,
-    prepare_text2sql_data,
-    train_dpo,
-    train_sft,
-)
+from kubetune.components import train_dpo
 
-from .cluster import ClusterSettings, cache_step, tracking_step, training_step
+from .cluster import ClusterSettings, training_step
+from .stages import data_and_sft, evaluate_and_log
 
 
 def build_dpo_finetune(settings: ClusterSettings = ClusterSettings()):
@@ -27,23 +21,16 @@ def build_dpo_finetune(settings: ClusterSettings = ClusterSettings()):
                      mlflow_experiment: str = "kubetune-text2sql", register_name: str = "") -> float:
         """Defaults run the embedded task on the tiny model; point base_model and training_api_url at a
         real model and a shared kubetune server on a cluster."""
-        data = prepare_text2sql_data(source=data_source, seed=seed, sizes_json=data_sizes_json)
-        base = prepare_base_model(reference=base_model, seed=seed, pretrain_steps=pretrain_steps)
-        sft = train_sft(dataset=data.outputs["dataset"], base_model=base.outputs["model"], steps=sft_steps, seed=seed,
-                        eval_examples=0, training_api_url=training_api_url)
+        data, sft = data_and_sft(settings, data_source=data_source, data_sizes_json=data_sizes_json,
+                                 base_model=base_model, pretrain_steps=pretrain_steps, sft_steps=sft_steps, seed=seed,
+                                 training_api_url=training_api_url)
         dpo = train_dpo(dataset=data.outputs["dataset"], init_model=sft.outputs["model"], steps=dpo_steps,
                         batch_size=dpo_batch_size, learning_rate=dpo_learning_rate, beta=beta, nll_weight=nll_weight,
                         pair_prompts=pair_prompts, seed=seed, eval_examples=0, training_api_url=training_api_url)
-        for task in (sft, dpo):
-            training_step(task, settings)
-        cache_step(base, settings)
-        evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=dpo.outputs["model"],
-                                       examples=eval_examples)
-        logged = log_to_mlflow(model=dpo.outputs["model"], training_metrics=dpo.outputs["metrics"],
-                               evaluation=evaluation.outputs["metrics"], report=evaluation.outputs["report"],
-                               tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
-                               run_name="dpo_finetune", register_name=register_name)
-        tracking_step(logged, settings)
+        training_step(dpo, settings)
+        evaluation = evaluate_and_log(settings, data, dpo, eval_examples=eval_examples,
+                                      tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
+                                      run_name="dpo_finetune", register_name=register_name)
         return evaluation.outputs["Output"]
 
     return dpo_finetune

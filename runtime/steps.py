@@ -147,6 +147,17 @@ def markdown_report(info: dict[str, Any], reports: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_component(recipe: str, dataset, init_model, model, metrics, training_api_url: str,
+                    params: dict[str, Any]) -> str:
+    """A training component's whole body: train from the input artifacts, fill the output ones (the API
+    key comes from ``TINKER_API_KEY``, a Kubernetes Secret on a cluster). Returns the state's path."""
+    import os
+
+    info = train(recipe, dataset.path, init_model.path, model.path, training_api_url=training_api_url,
+                 api_key=os.environ.get("TINKER_API_KEY", "tml-local"), params=params)
+    return record_training(info, model, metrics)
+
+
 def record_training(info: dict[str, Any], model, metrics) -> str:
     """Copies a training step's results onto its KFP artifacts (``Output[Model]``,
     ``Output[Metrics]``); returns the final state's tinker path."""

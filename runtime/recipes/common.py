@@ -12,8 +12,10 @@ import json
 import random
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from tinker import types
 
 from ..api.embedded import EmbeddedServer, embedded_server
 from ..evaluate import SqlGenerator, evaluate_examples
-from ..tasks.text2sql import load_split
+from ..tasks.text2sql import Example, Reward, db_path, execute_sql, load_split, text2sql_reward
 
 DEFAULT_EVAL_SPLITS = ("heldout_values", "heldout_paraphrase", "heldout_database")
 
@@ -147,6 +149,15 @@ def prompt_tokens(tokenizer, text: str, max_tokens: int | None) -> list[int]:
     cue live at the end; the schema loses its start first), as the SFT recipe's ``max_length`` does."""
     ids = list(tokenizer(text)["input_ids"])
     return ids[-max_tokens:] if max_tokens is not None and len(ids) > max_tokens else ids
+
+
+def score_group(data_dir: Path, example: Example, texts: Sequence[str], variant: str,
+                pool: ThreadPoolExecutor) -> list[Reward]:
+    """Sandboxed rewards of one prompt's completions; the gold query runs once for the group."""
+    database = db_path(data_dir, example.db_id)
+    gold = execute_sql(database, example.query)
+    return list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, variant=variant, gold=gold),
+                         texts))
 
 
 def sampler_generator(sampling_client, tokenizer, max_tokens: int = 96,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from tinker import types
 
-from ..tasks.text2sql import db_path, execute_sql, load_split, text2sql_reward
+from ..tasks.text2sql import load_split
 from ..training_data import tokenize_pair
 from .common import (
     DEFAULT_EVAL_SPLITS,
@@ -40,6 +39,7 @@ from .common import (
     finish,
     open_trainer,
     prompt_tokens,
+    score_group,
     should_save,
     tinker_session,
     training_endpoint,
@@ -187,10 +187,8 @@ def _sampled_pairs(sampler, tokenizer, config: DPOConfig, log) -> list[Pair]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         for example, prompt, future in zip(examples, prompts, futures, strict=True):
             sequences = future.result().sequences
-            database = db_path(data_dir, example.db_id)
-            gold = execute_sql(database, example.query)
             texts = [tokenizer.decode(s.tokens, skip_special_tokens=True) for s in sequences]
-            scored = list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, gold=gold), texts))
+            scored = score_group(data_dir, example, texts, "execution", pool)
             right = [list(s.tokens) for s, r in zip(sequences, scored, strict=True) if r.correct]
             wrong = [list(s.tokens) for s, r in zip(sequences, scored, strict=True) if not r.correct]
             if not wrong:

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -34,10 +33,7 @@ from ..tasks.text2sql import (
     REWARD_VARIANTS,
     Example,
     Reward,
-    db_path,
-    execute_sql,
     load_split,
-    text2sql_reward,
 )
 from .common import (
     DEFAULT_EVAL_SPLITS,
@@ -46,6 +42,7 @@ from .common import (
     finish,
     open_trainer,
     prompt_tokens,
+    score_group,
     should_save,
     tinker_session,
     training_endpoint,
@@ -145,10 +142,7 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
         if config.reward_fn is not None:
             rewards = [Reward(float(config.reward_fn(example, text)), "", True, False) for text in texts]
         else:
-            database = db_path(data_dir, example.db_id)
-            gold = execute_sql(database, example.query)  # once per group
-            rewards = list(pool.map(partial(text2sql_reward, database, gold_sql=example.query, variant=config.reward,
-                                            gold=gold), texts))
+            rewards = score_group(data_dir, example, texts, config.reward, pool)
         groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid)
                        for s, r in zip(sequences, rewards, strict=True)])
     return groups
