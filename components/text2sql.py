@@ -51,7 +51,7 @@ def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
 def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
               steps: int = 400, batch_size: int = 16, learning_rate: float = 3e-3, lora_rank: int = 16,
-              seed: int = 0, eval_examples: int = 50, training_api_url: str = "") -> str:
+              seed: int = 0, eval_examples: int = 50, training_api_url: str = "", reuse_cache: str = "") -> str:
     """Supervised LoRA fine-tuning on the train split's prompt → SQL pairs.
 
     Args:
@@ -66,6 +66,9 @@ def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[M
         seed: Seed of batches and adapter initialisation.
         eval_examples: Held-out examples per split evaluated at the end (0: none).
         training_api_url: A shared kubetune training server; empty starts one inside this step.
+        reuse_cache: Directory of finished runs kept by content (settings, dataset, base model, server):
+            an identical run copies the earlier result instead of training, so sweep branches share
+            one warm start per LoRA rank. "auto": $KUBETUNE_HOME/reuse; empty: always train.
 
     Returns:
         The tinker:// path of the final training state.
@@ -74,7 +77,7 @@ def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[M
 
     return train_component("sft", dataset, base_model, model, metrics, training_api_url,
                            dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
-                                seed=seed, eval_examples=eval_examples))
+                                seed=seed, eval_examples=eval_examples), reuse_dir=reuse_cache)
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
@@ -147,7 +150,7 @@ def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
 def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
                       report: Output[Markdown], splits: str = "heldout_values,heldout_paraphrase,heldout_database",
-                      examples: int = 100) -> float:
+                      examples: int = 100, training_api_url: str = "") -> float:
     """Greedy execution accuracy of a trained adapter, with a Markdown report the UI renders.
 
     Args:
@@ -157,14 +160,19 @@ def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Out
         report: Output: the results as a Markdown table.
         splits: Comma-separated splits to evaluate.
         examples: Evaluate the first N examples of each split.
+        training_api_url: The kubetune server that trained the model: generate there, on its GPU;
+            empty loads the base model and adapter in this step.
 
     Returns:
         Execution accuracy on heldout_paraphrase if evaluated, else on the first split.
     """
+    import os
+
     from kubetune.steps import evaluate
 
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
-    result = evaluate(dataset.path, model.path, chosen, examples)
+    result = evaluate(dataset.path, model.path, chosen, examples, training_api_url=training_api_url,
+                      api_key=os.environ.get("TINKER_API_KEY", "tml-local"))
     for split, r in result["splits"].items():
         metrics.log_metric(f"{split}/accuracy", r["accuracy"])
         metrics.log_metric(f"{split}/valid_sql", r["valid_sql"])
@@ -207,7 +215,8 @@ def log_to_mlflow(model: Input[Model], training_metrics: Input[Metrics], evaluat
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
 def select_best(experiments: list, scores: list, models: Input[list[Model]], run_ids: list,
                 best_model: Output[Model], comparison: Output[Markdown], metric: str = "heldout_paraphrase/accuracy",
-                tracking_uri: str = "", experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch") -> str:
+                tracking_uri: str = "", experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch",
+                previous: str = "", previous_best: Input[Model] = None) -> str:
     """Fan-in of a sweep: picks the experiment with the best held-out score, copies its model, and
     opens the sweep's parent MLflow run holding the experiments' runs, a comparison table and plot.
 
@@ -222,10 +231,14 @@ def select_best(experiments: list, scores: list, models: Input[list[Model]], run
         tracking_uri: MLflow tracking URI; empty: the local store under runs/mlflow.
         experiment: MLflow experiment name.
         sweep_name: Name of the parent run.
+        previous: An earlier round's summary (this component's output): rank both rounds together
+            and log into that round's parent run.
+        previous_best: The earlier round's best_model, the winner if no new experiment beats it.
 
     Returns:
-        The winning experiment's name.
+        The sweep's summary as JSON: best experiment, score, parent run, every result.
     """
+    import json
     import os
     import shutil
 
@@ -235,10 +248,34 @@ def select_best(experiments: list, scores: list, models: Input[list[Model]], run
     names = [str(e.get("run_name", f"experiment-{i}")) for i, e in enumerate(experiments)]
     result = pick(names, [float(s) for s in scores], [m.path for m in models], metric=metric,
                   run_ids=[str(r) for r in run_ids], experiments=list(experiments), tracking_uri=tracking_uri,
-                  experiment=experiment, sweep_name=sweep_name, plot_path=plot)
+                  experiment=experiment, sweep_name=sweep_name, plot_path=plot,
+                  previous=json.loads(previous) if previous else None,
+                  previous_best_dir=previous_best.path if previous_best is not None else None,
+                  best_model_uri=best_model.uri)
     best_model.metadata["sweep_run_id"] = result["parent_run_id"]
     shutil.copytree(result["model_dir"], best_model.path, dirs_exist_ok=True)
     best_model.metadata.update({"experiment": result["name"], "score": result["score"]})
     with open(comparison.path, "w") as f:
         f.write(result["table"])
-    return result["name"]
+    return json.dumps({k: result[k] for k in ("name", "score", "parent_run_id", "round", "metric", "results")})
+
+
+@dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
+def propose_experiments(summary: str, count: int = 2, seed: int = 0) -> list:
+    """A sweep's next round: new experiment configs proposed from the finished ones (Optuna TPE,
+    ask/tell over their held-out scores).
+
+    Args:
+        summary: select_best's output for the finished round(s).
+        count: How many configs to propose.
+        seed: Seed of the sampler (the same results and seed propose the same configs).
+
+    Returns:
+        Experiment configs (dicts with run_name, learning_rate, lora_rank, kl_coef, group_size, reward).
+    """
+    import json
+
+    from kubetune.sweep import propose_experiments as propose
+
+    finished = json.loads(summary)
+    return propose(finished["results"], count, seed=seed, prefix=f"round{finished['round'] + 1}")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
+from kubetune.components import KUBETUNE_IMAGE
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
@@ -21,12 +23,20 @@ class ClusterSettings:
     api_key_secret: str = "kubetune-api-key"  # key `api-key` -> TINKER_API_KEY
     mlflow_secret: str = "kubetune-mlflow"  # keys `username`, `password` -> MLFLOW_TRACKING_*
     retries: int = 2  # steps that talk to services (training server, MLflow)
+    gpu_image: str = f"{KUBETUNE_IMAGE}-cuda"  # images/Dockerfile.cuda: steps given a GPU need CUDA torch
 
 
 def training_step(task: PipelineTask, settings: ClusterSettings) -> PipelineTask:
     """A step that trains: no caching, a GPU (when asked), the API key, the cache volume, retries."""
     task.set_caching_options(False)
+    return evaluation_step(task, settings)
+
+
+def evaluation_step(task: PipelineTask, settings: ClusterSettings) -> PipelineTask:
+    """A step that runs the model (here, or on the training server): a GPU (when asked), the API key,
+    the cache volume, retries. Caching stays on: the same model and data give the same accuracy."""
     if settings.gpu:
+        task.set_container_image(settings.gpu_image)
         task.set_accelerator_type(settings.accelerator).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, *settings.gpu_node_label)
         kubernetes.add_toleration(task, key=settings.gpu_taint_key, operator="Exists", effect="NoSchedule")

@@ -29,7 +29,8 @@ def build_dpo_finetune(settings: ClusterSettings = ClusterSettings()):
                         pair_prompts=pair_prompts, seed=seed, eval_examples=0, training_api_url=training_api_url)
         training_step(dpo, settings)
         evaluation = evaluate_and_log(settings, data, dpo, eval_examples=eval_examples,
-                                      tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
+                                      training_api_url=training_api_url, tracking_uri=mlflow_tracking_uri,
+                                      experiment=mlflow_experiment,
                                       run_name="dpo_finetune", register_name=register_name)
         return evaluation.outputs["Output"]
 

@@ -29,7 +29,8 @@ def build_rl_finetune(settings: ClusterSettings = ClusterSettings()):
                         kl_coef=kl_coef, reward=reward, seed=seed, eval_examples=0, training_api_url=training_api_url)
         training_step(ppo, settings)
         evaluation = evaluate_and_log(settings, data, ppo, eval_examples=eval_examples,
-                                      tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
+                                      training_api_url=training_api_url, tracking_uri=mlflow_tracking_uri,
+                                      experiment=mlflow_experiment,
                                       run_name="rl_finetune", register_name=register_name)
         return evaluation.outputs["Output"]
 

@@ -10,7 +10,7 @@ from kubetune.components import (
     train_sft,
 )
 
-from .cluster import ClusterSettings, cache_step, tracking_step, training_step
+from .cluster import ClusterSettings, cache_step, evaluation_step, tracking_step, training_step
 
 
 def data_and_sft(settings: ClusterSettings, *, data_source, data_sizes_json, base_model, pretrain_steps, sft_steps,
@@ -24,10 +24,10 @@ def data_and_sft(settings: ClusterSettings, *, data_source, data_sizes_json, bas
 
 
 def evaluate_and_log(settings: ClusterSettings, data: PipelineTask, trained: PipelineTask, *, eval_examples,
-                     tracking_uri, experiment, run_name: str, register_name) -> PipelineTask:
+                     training_api_url, tracking_uri, experiment, run_name: str, register_name) -> PipelineTask:
     """Evaluate a trained model, log it to MLflow; returns the evaluation task (its output: paraphrase accuracy)."""
-    evaluation = evaluate_text2sql(dataset=data.outputs["dataset"], model=trained.outputs["model"],
-                                   examples=eval_examples)
+    evaluation = evaluation_step(evaluate_text2sql(dataset=data.outputs["dataset"], model=trained.outputs["model"],
+                                                   examples=eval_examples, training_api_url=training_api_url), settings)
     tracking_step(log_to_mlflow(model=trained.outputs["model"], training_metrics=trained.outputs["metrics"],
                                 evaluation=evaluation.outputs["metrics"], report=evaluation.outputs["report"],
                                 tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,

@@ -68,17 +68,31 @@ def data_build(
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("runs/demo"), help="Where data, model, adapter and summary go."),
+    sft_only: bool = typer.Option(False, "--sft-only", help="Only the quick engine job: tiny model, LoRA SFT, "
+                                                            "held-out accuracy before/after (no pipeline)."),
+    second_round: int = typer.Option(2, "--second-round", min=0,
+                                     help="Experiments Optuna proposes from the first four's results (0: none)."),
+    runs: Path = typer.Option(Path("runs"), help="Pipeline artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),
+    workdir: Path = typer.Option(Path("runs/demo"), help="--sft-only: where data, model, adapter and summary go."),
     sft_steps: int = typer.Option(400, help="LoRA SFT steps."),
+    ppo_steps: int = typer.Option(60, help="PPO steps per experiment."),
     eval_examples: int = typer.Option(100, help="Examples per held-out split."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The embedded default end to end: task, tiny model, LoRA SFT on the engine, held-out accuracy."""
-    from .demo import DemoConfig, run_demo
+    """The embedded default end to end: the autoresearch pipeline through kfp.local, four RL
+    experiments on text-to-SQL and two Optuna proposes from their results, compared in MLflow."""
+    if sft_only:
+        from .demo import DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(workdir=workdir, sft_steps=sft_steps, eval_examples=eval_examples, seed=seed), console)
-    console.print_json(json.dumps({"accuracy_before": summary["accuracy_before"],
-                                   "accuracy_after": summary["accuracy_after"]}))
+        summary = run_demo(DemoConfig(workdir=workdir, sft_steps=sft_steps, eval_examples=eval_examples, seed=seed),
+                           console)
+        console.print_json(json.dumps({"accuracy_before": summary["accuracy_before"],
+                                       "accuracy_after": summary["accuracy_after"]}))
+        return
+    from .sweep_demo import SweepDemoConfig, run_sweep_demo
+
+    run_sweep_demo(SweepDemoConfig(runs_dir=runs, second_round=second_round, sft_steps=sft_steps, ppo_steps=ppo_steps,
+                                   eval_examples=eval_examples, seed=seed), console)
 
 
 @app.command("eval")
@@ -281,32 +295,116 @@ def pipelines_components(
         console.print(f"compiled {path}")
 
 
-@app.command("run")
-def run_pipeline(
-    pipeline: str = typer.Argument(..., help="rl_finetune, dpo_finetune or autoresearch."),
-    local: bool = typer.Option(False, "--local", help="Run on this machine through kfp.local (required for now)."),
-    param: list[str] = typer.Option([], "--param", help="Pipeline parameter as name=value; repeatable."),
-    runs: Path = typer.Option(Path("runs"), help="Local outputs: kfp artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),
-) -> None:
-    """Run a pipeline: every step in this environment (kfp SubprocessRunner), artifacts under ./runs."""
-    from .pipeline_runs import parse_params, run_local
+PIPELINE_ARG = typer.Argument(..., help="rl_finetune, dpo_finetune or autoresearch.")
+PARAM_OPT = typer.Option([], "--param", help="Pipeline parameter as name=value (JSON for lists); repeatable.")
+HOST_OPT = typer.Option(..., "--host", envvar="KF_PIPELINES_ENDPOINT",
+                        help="KFP API endpoint, e.g. http://localhost:8080 after `kubectl port-forward "
+                             "-n kubeflow svc/ml-pipeline-ui 8080:80`.")
+TOKEN_OPT = typer.Option(None, "--token", envvar="KUBETUNE_KFP_TOKEN",
+                         help="Bearer token for the KFP API (e.g. `gcloud auth print-access-token`).")
+NAMESPACE_OPT = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user deployments).")
+EXPERIMENT_OPT = typer.Option("kubetune", "--experiment", help="KFP experiment the run belongs to.")
+GPU_OPT = typer.Option(True, "--gpu/--no-gpu", help="Compile for the GPU node pool (--no-gpu: CPU-only cluster).")
 
-    if not local:
-        raise typer.BadParameter("only --local runs exist so far; compile with `kubetune pipelines compile` and "
-                                 "upload the YAML to run on a cluster", param_hint="--local")
+
+def _pipeline_params(pipeline: str, param: list[str]) -> dict:
+    """The typed ``--param`` values of a known pipeline, or a usage error that says what is wrong."""
     from kubetune.pipelines import PIPELINES
+
+    from .pipeline_runs import parse_params
 
     if pipeline not in PIPELINES:
         raise typer.BadParameter(f"unknown pipeline {pipeline!r}; choose one of {', '.join(sorted(PIPELINES))}",
                                  param_hint="PIPELINE")
     try:
-        params = parse_params(PIPELINES[pipeline], param)
+        return parse_params(PIPELINES[pipeline], param)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
-    result = run_local(pipeline, params, runs)
-    console.print(f"{pipeline}: output {result['output']}  ({result['seconds']:.0f} s)\n"
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline: str = PIPELINE_ARG,
+    local: bool = typer.Option(False, "--local", help="Run on this machine through kfp.local."),
+    param: list[str] = PARAM_OPT,
+    runs: Path = typer.Option(Path("runs"), help="Local outputs: kfp artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),
+    shared_server: bool = typer.Option(True, "--shared-server/--server-per-step",
+                                       help="One training server for all steps (as on a cluster), or one per step."),
+) -> None:
+    """Run a pipeline: every step in this environment (kfp SubprocessRunner), artifacts under ./runs."""
+    from .pipeline_runs import run_local
+
+    if not local:
+        raise typer.BadParameter("`run` runs on this machine: add --local; to run on a Kubeflow cluster use "
+                                 "`kubetune submit PIPELINE --host URL`", param_hint="--local")
+    params = _pipeline_params(pipeline, param)
+    result = run_local(pipeline, params, runs, shared_server=shared_server, log=console.print)
+    outputs = ", ".join(f"{k}={v}" for k, v in result["outputs"].items()) or "none"
+    console.print(f"{pipeline}: finished in {result['seconds']:.0f} s; outputs: {outputs}\n"
                   f"artifacts: {result['pipeline_root']}\nMLflow:    {result['mlflow']} "
                   f"(mlflow ui --backend-store-uri sqlite:///{result['mlflow']}/mlflow.db)")
+
+
+def _send(call, pipeline: str, param: list[str], *, host: str, token: str | None, namespace: str | None, gpu: bool,
+          **kwargs) -> dict:
+    """Compiles ``pipeline`` with its ``--param`` values and hands it to a KFP API call; a refusal or
+    failure of the backend becomes a message instead of a traceback."""
+    from .pipeline_remote import RemoteTarget
+
+    params = _pipeline_params(pipeline, param)
+    try:
+        return call(pipeline, target=RemoteTarget(host=host, token=token, namespace=namespace, gpu=gpu),
+                    params=params, **kwargs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except Exception as exc:  # kfp_server_api.ApiException, urllib3 connection errors
+        status = getattr(exc, "status", None)
+        detail = f"HTTP {status}: {getattr(exc, 'body', '') or getattr(exc, 'reason', '')}" if status else str(exc)
+        console.print(f"[red]the KFP API at {host} refused or failed:[/] {detail}\n"
+                      "check --host (the ml-pipeline-ui service or your Kubeflow /pipeline URL), "
+                      "--token and --namespace")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def submit(
+    pipeline: str = PIPELINE_ARG,
+    host: str = HOST_OPT,
+    param: list[str] = PARAM_OPT,
+    experiment: str = EXPERIMENT_OPT,
+    run_name: str | None = typer.Option(None, "--run-name", help="Display name of the run (default: the pipeline)."),
+    token: str | None = TOKEN_OPT,
+    namespace: str | None = NAMESPACE_OPT,
+    gpu: bool = GPU_OPT,
+) -> None:
+    """Start one run of a pipeline on a Kubeflow Pipelines backend."""
+    from .pipeline_remote import submit as submit_run
+
+    result = _send(submit_run, pipeline, param, host=host, token=token, namespace=namespace, gpu=gpu,
+                   experiment=experiment, run_name=run_name)
+    console.print(f"submitted {pipeline}: run {result['run_id']} in experiment {experiment!r}\n{result['url']}")
+
+
+@app.command()
+def schedule(
+    pipeline: str = PIPELINE_ARG,
+    host: str = HOST_OPT,
+    cron: str = typer.Option(..., "--cron", help="6 fields, seconds first: '0 0 2 * * *' is 02:00 every day."),
+    param: list[str] = PARAM_OPT,
+    experiment: str = EXPERIMENT_OPT,
+    name: str | None = typer.Option(None, "--name", help="Display name of the recurring run."),
+    max_concurrency: int = typer.Option(1, "--max-concurrency", min=1, help="Runs of this schedule allowed at once."),
+    token: str | None = TOKEN_OPT,
+    namespace: str | None = NAMESPACE_OPT,
+    gpu: bool = GPU_OPT,
+) -> None:
+    """Run a pipeline on a schedule (a KFP recurring run of an uploaded pipeline version)."""
+    from .pipeline_remote import schedule as schedule_run
+
+    result = _send(schedule_run, pipeline, param, host=host, token=token, namespace=namespace, gpu=gpu, cron=cron,
+                   experiment=experiment, job_name=name, max_concurrency=max_concurrency)
+    console.print(f"scheduled {pipeline} at {cron!r}: recurring run {result['recurring_run_id']} "
+                  f"(pipeline {result['pipeline_id']}, version {result['version_id']})\n{result['url']}")
 
 
 @app.command()

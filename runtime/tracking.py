@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .file_lock import exclusive
+
 DEFAULT_LOCAL_STORE = Path("runs") / "mlflow"
 
 
@@ -29,14 +31,8 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
     if not tracking_uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
-    with open(Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".lock")):
+        yield
 
 
 def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
@@ -52,10 +48,12 @@ def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
 def log_run(tracking_uri: str, experiment: str, run_name: str, *, params: dict[str, Any] | None = None,
             metrics: dict[str, float] | None = None, artifacts: dict[str, str | Path] | None = None,
             parent_run_id: str | None = None, register_as: str | None = None,
-            tags: dict[str, str] | None = None, texts: dict[str, str] | None = None) -> str:
+            tags: dict[str, str] | None = None, texts: dict[str, str] | None = None,
+            run_id: str | None = None) -> str:
     """One MLflow run (a child of ``parent_run_id`` if given) with params, metrics, artifacts
     (``{artifact_path: local dir or file}``, ``""`` for the root) and text files; ``register_as``
-    registers the ``adapter`` artifact in the model registry. Returns the run id."""
+    registers the ``adapter`` artifact in the model registry. With ``run_id``, logs into that
+    existing run instead (new param names only: MLflow params are write-once). Returns the run id."""
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -66,8 +64,11 @@ def log_run(tracking_uri: str, experiment: str, run_name: str, *, params: dict[s
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-    run_id = run.info.run_id
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+    else:
+        for key, value in run_tags.items():
+            client.set_tag(run_id, key, value)
     try:
         for key, value in (params or {}).items():
             client.log_param(run_id, key, value if isinstance(value, str | int | float | bool) else json.dumps(value))

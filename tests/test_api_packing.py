@@ -6,12 +6,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 from tinker import types
 
 from kubetune.api.futures import FutureRecord, JsonResult
 from kubetune.api.scheduler import Operation, Scheduler
+from kubetune.engine.errors import UserError
 
 from conftest import ApiServer, sft_datum
 
@@ -70,6 +72,83 @@ def test_round_robin_across_jobs_and_seq_order_within_one() -> None:
         scheduler.stop()
     # A's long queue does not starve B and C: one operation per job per turn.
     assert order == ["A1", "B1", "C1", "A2", "A3", "A4", "A5"]
+
+
+def test_queued_operations_with_one_batch_key_run_as_one_batch() -> None:
+    """The worker takes a job's queued same-key operations together, other keys and jobs keep their turn,
+    and a batch that fails answers each operation on its own."""
+    calls: list[list[str]] = []
+    results: dict[str, object] = {}
+    done = threading.Event()
+
+    def batched(ops: list[Operation]) -> list[JsonResult]:
+        labels = [o.payload for o in ops]
+        calls.append(labels)
+        if "bad" in labels:
+            raise ValueError("one member is broken")
+        return [JsonResult({"label": label, "batch": len(labels)}) for label in labels]
+
+    def op(job: str, label: str, key: str | None, weight: int = 1) -> Operation:
+        def run() -> JsonResult:
+            calls.append([label])
+            if label == "bad":
+                raise UserError("bad prompt")
+            return JsonResult({"label": label, "batch": 1})
+        return Operation(job=job, name="sample", run=run, future=FutureRecord(label, "t", "sample"), batch_key=key,
+                         run_batch=batched, weight=weight, payload=label)
+
+    def complete(record: FutureRecord, result) -> None:
+        results[record.request_id] = result
+        if len(results) == 8:
+            done.set()
+
+    scheduler = Scheduler(complete, max_batch=4)
+    for label in ("a1", "a2", "a3"):
+        scheduler.submit(op("A", label, "k"))
+    scheduler.submit(op("A", "other", "k2"))
+    scheduler.submit(op("A", "a4", "k", weight=2))  # does not fit next to a1..a3 in 4 rows
+    scheduler.submit(op("B", "b1", "k"))  # same key, other job: its own turn
+    scheduler.submit(op("C", "c1", "x"))
+    scheduler.submit(op("C", "bad", "x"))
+    scheduler.start()
+    try:
+        assert done.wait(10)
+    finally:
+        scheduler.stop()
+    assert calls[:3] == [["a1", "a2", "a3"], ["b1"], ["c1", "bad"]]
+    assert calls[3:5] == [["c1"], ["bad"]]  # the failed batch, one by one
+    assert ["other"] in calls and ["a4"] in calls
+    assert results["a2"].body == {"label": "a2", "batch": 3}
+    assert results["c1"].body == {"label": "c1", "batch": 1} and "bad prompt" in results["bad"].body["error"]
+
+
+def test_concurrent_greedy_requests_are_batched_and_match_one_by_one(api_server: ApiServer) -> None:
+    client = api_server.client("alice")
+    try:
+        sampler = client.create_sampling_client(base_model=str(api_server.model_dir)).result()
+        greedy = types.SamplingParams(max_tokens=5, temperature=0.0, stop=[])
+        prompts = [[2, 10 + i, 20 + i % 7] + [30] * (i % 4) for i in range(24)]
+        alone = [sampler.sample(types.ModelInput.from_ints(p), 1, greedy).result().sequences[0] for p in prompts]
+        engine = api_server.service.engine
+        sizes: list[int] = []
+        original = engine.sample_batch
+
+        def counting(prompts_, *args, **kwargs):
+            sizes.append(len(prompts_))
+            return original(prompts_, *args, **kwargs)
+
+        engine.sample_batch = counting
+        try:
+            futures = [sampler.sample(types.ModelInput.from_ints(p), 1, greedy) for p in prompts]
+            together = [f.result().sequences[0] for f in futures]
+        finally:
+            del engine.sample_batch
+        assert [s.tokens for s in together] == [s.tokens for s in alone]
+        for a, b in zip(alone, together, strict=True):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        assert sum(sizes) == len(prompts) and max(sizes) > 1 and len(sizes) < len(prompts), sizes
+    finally:
+        client.close("success").result()
 
 
 def scrape(api_server: ApiServer) -> dict[tuple[str, tuple], float]:

@@ -47,7 +47,7 @@ def plain(output: str) -> str:
 def test_run_without_local_or_with_an_unknown_pipeline_is_a_usage_error() -> None:
     runner = CliRunner()
     remote = runner.invoke(app, ["run", "rl_finetune"])
-    assert remote.exit_code == 2 and "only --local runs exist so far" in plain(remote.output)
+    assert remote.exit_code == 2 and "kubetune submit PIPELINE --host URL" in plain(remote.output)
     unknown = runner.invoke(app, ["run", "grpo_finetune", "--local"])
     assert unknown.exit_code == 2 and "choose one of autoresearch, dpo_finetune, rl_finetune" in plain(unknown.output)
 

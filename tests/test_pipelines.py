@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler, components, local
+from rich.console import Console
 
 from kubetune.pipelines import PIPELINES
+from kubetune.sweep_demo import SweepDemoConfig, run_sweep_demo
 
 TINY_SIZES = json.dumps({"train": 16, "rl": 8, "heldout_values": 4, "heldout_paraphrase": 4, "heldout_database": 4})
 
@@ -112,37 +114,65 @@ def test_cpu_cluster_variant_has_no_gpu_request(tmp_path: Path) -> None:
 
 
 def test_autoresearch_fans_out_selects_the_best_and_nests_runs_in_mlflow(tmp_path: Path) -> None:
-    """Two experiments through kfp.local: one child MLflow run each under a parent with the comparison."""
+    """Two experiments and one Optuna-proposed second-round experiment through kfp.local: one child
+    MLflow run each under one parent with the comparison; same-rank branches share one SFT."""
     import mlflow
 
+    from kubetune.steps import directory_digest
     from kubetune.tracking import resolve_tracking_uri
 
     experiments = [
         {"run_name": "exec", "lora_rank": 4, "learning_rate": 1e-3, "kl_coef": 0.0, "group_size": 2, "reward": "execution"},
-        {"run_name": "shaped-kl", "lora_rank": 8, "learning_rate": 2e-4, "kl_coef": 0.1, "group_size": 2,
+        {"run_name": "shaped-kl", "lora_rank": 4, "learning_rate": 2e-4, "kl_coef": 0.1, "group_size": 2,
          "reward": "shaped"},
     ]
-    root, store = tmp_path / "root", tmp_path / "mlflow"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               workspace_root=str(tmp_path / "workspace"))
-    task = PIPELINES["autoresearch"](experiments=experiments, data_sizes_json=TINY_SIZES, pretrain_steps=2,
-                                     sft_steps=2, ppo_steps=1, prompts_per_step=2, eval_examples=2,
-                                     mlflow_tracking_uri=str(store))
+    root, store = tmp_path / "runs" / "kfp", tmp_path / "runs" / "mlflow"
+    # Through what `make demo` runs: run_local (kfp.local) and the report read back from MLflow.
+    config = SweepDemoConfig(runs_dir=tmp_path / "runs", experiments=experiments, second_round=1, sft_steps=2,
+                             ppo_steps=1, prompts_per_step=2, eval_examples=2, reuse_cache=str(tmp_path / "reuse"),
+                             data_sizes_json=TINY_SIZES, pretrain_steps=2)
+    log = tmp_path / "demo.txt"
+    with open(log, "w") as out:
+        report = run_sweep_demo(config, Console(file=out, width=200))
 
     client = mlflow.MlflowClient(resolve_tracking_uri(str(store)))
     (experiment,) = [e for e in client.search_experiments() if e.name == "kubetune-autoresearch"]
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"autoresearch", "exec", "shaped-kl"}
+    assert set(runs) == {"autoresearch", "exec", "shaped-kl", "round2-1"}
     parent = runs["autoresearch"]
     for name, config in (("exec", experiments[0]), ("shaped-kl", experiments[1])):
         child = runs[name]
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.params["reward"] == config["reward"] and float(child.data.params["kl_coef"]) == config["kl_coef"]
         assert child.data.params["lora_rank"] == str(config["lora_rank"])  # the SFT adapter's rank, carried over
-    scores = [runs[e["run_name"]].data.metrics["heldout_paraphrase/accuracy"] for e in experiments]
-    winner = experiments[max(range(2), key=lambda i: (scores[i], -i))]["run_name"]
-    assert task.output == winner == parent.data.params["best_experiment"]
+    proposed = json.loads(parent.data.params["round2_experiments"])
+    assert [p["run_name"] for p in proposed] == ["round2-1"]
+    round2 = runs["round2-1"]
+    assert round2.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert round2.data.params["reward"] == proposed[0]["reward"]
+    assert round2.data.params["lora_rank"] == str(proposed[0]["lora_rank"])
+
+    names = ["exec", "shaped-kl", "round2-1"]
+    scores = [runs[n].data.metrics["heldout_paraphrase/accuracy"] for n in names]
+    winner = names[max(range(3), key=lambda i: (scores[i], -i))]
+    assert parent.data.tags["best_experiment"] == winner and parent.data.metrics["rounds"] == 2
+    assert parent.data.params["round1_best_experiment"] == names[max(range(2), key=lambda i: (scores[i], -i))]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.md", "comparison.png"}
+    table = client.download_artifacts(parent.info.run_id, "comparison.md", str(tmp_path))
+    assert all(f"| {n}" in Path(table).read_text() for n in names)
+
     (run,) = root.iterdir()
-    best = json.loads((run / "select-best" / "best_model" / "kubetune-model.json").read_text())
+    finals = sorted(run.glob("select-best*"))  # one per round
+    assert len(finals) == 2
+    best = json.loads((finals[-1] / "best_model" / "kubetune-model.json").read_text())
     assert best["state_path"] == runs[winner].data.tags["kubetune.state_path"]
+    # The demo's report: every experiment with its round and scores, the winner's adapter path.
+    assert report["best"] == winner and Path(report["adapter"]) == finals[-1] / "best_model" / "adapter"
+    assert {(r["run_name"], r["round"], r["heldout_paraphrase"]) for r in report["rows"]} == {
+        (n, 2 if n == "round2-1" else 1, runs[n].data.metrics["heldout_paraphrase/accuracy"]) for n in names}
+    printed = log.read_text()
+    assert all(n in printed for n in names) and str(finals[-1] / "best_model" / "adapter") in printed
+    # The two rank-4 branches of round 1 trained one SFT: the second copied the first's result.
+    round1_sft = sorted(run.glob("for-loop-1-iteration-*/train-sft*/model"))
+    assert len(round1_sft) == 2 and directory_digest(round1_sft[0]) == directory_digest(round1_sft[1])
+    assert len([p for p in (tmp_path / "reuse").iterdir() if p.is_dir()]) == 1 + (proposed[0]["lora_rank"] != 4)

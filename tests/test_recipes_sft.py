@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from kubetune.api.checkpoints import CheckpointRef
 from kubetune.recipes import SFTConfig, run_sft
 from kubetune.recipes.sft import batch_indices, learning_rate_at
 from kubetune.tasks.text2sql import build_dataset
@@ -43,6 +45,16 @@ def test_sft_loss_falls_and_outputs_are_written(api_server: ApiServer, data: Pat
     assert result["sampler_path"].startswith("tinker://") and "/sampler_weights/final" in result["sampler_path"]
     assert result["state_path"].endswith("/weights/final")
     assert json.loads((tmp_path / "result.json").read_text())["sampler_path"] == result["sampler_path"]
+    # A shared server's run fetches its adapter through the external-weights export: the same tensors
+    # as the server's own copy of the final sampler weights.
+    from safetensors.torch import load_file
+
+    tenant = api_server.service.tenants.resolve(api_server.keys["alice"])
+    ref = CheckpointRef.parse(result["sampler_path"])
+    served = load_file(api_server.service.store.sampler_dir(tenant, ref) / "adapter_model.safetensors")
+    fetched = load_file(Path(result["adapter_dir"]) / "adapter_model.safetensors")
+    assert Path(result["adapter_dir"]) == tmp_path / "adapter" and served.keys() == fetched.keys()
+    assert all(torch.equal(served[k], fetched[k]) for k in served)
 
 
 def test_resume_continues_exactly_where_it_stopped(api_server: ApiServer, data: Path, tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Error contract: calls that return a future never fail at submission for a bad request; the future
 fails instead, and ``retrieve_future`` answers HTTP 200 ``{"error", "category": "user"}``, which the
 SDK raises as ``RequestFailedError`` with the message. Synchronous calls answer 400 (bad request),
-401 (bad API key), 404 (not found, or owned by another tenant), 410 (finished session), 413 (body
-too large) or 429 (queue full), each with the same JSON shape.
+401 (bad API key), 403 (a signed download URL that is altered or expired), 404 (not found, or owned
+by another tenant), 410 (finished session), 413 (body too large) or 429 (queue full), each with the
+same JSON shape.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..engine.errors import UnknownModelError, UserError
 from . import requests as rq
+from .external import DOWNLOAD_PREFIX, FileGrant, Forbidden, parse_expires
 from .futures import ProtoResult
 from .service import Overloaded, SessionGone, TinkerService
 from .wire import PROTO_CONTENT_TYPE, BodyTooLarge, decompress
@@ -57,6 +59,7 @@ def create_app(service: TinkerService) -> FastAPI:
         return JSONResponse({"error": message, "category": category}, status_code=status)
 
     app.add_exception_handler(Unauthorized, lambda r, e: error(401, str(e)))
+    app.add_exception_handler(Forbidden, lambda r, e: error(403, str(e)))
     app.add_exception_handler(UnknownModelError, lambda r, e: error(404, str(e)))
     app.add_exception_handler(UserError, lambda r, e: error(400, str(e)))
     app.add_exception_handler(SessionGone, lambda r, e: error(410, str(e)))
@@ -184,6 +187,11 @@ def create_app(service: TinkerService) -> FastAPI:
         return await future(request, tenant, "save_weights_for_sampler", rq.SaveWeightsForSampler,
                             service.save_weights_for_sampler)
 
+    @app.post(f"{API}/save_weights_external")
+    async def save_weights_external(request: Request, tenant: str = Tenant) -> dict[str, Any]:
+        return await future(request, tenant, "save_weights_external", rq.SaveWeightsExternal,
+                            service.save_weights_external)
+
     @app.post(f"{API}/load_weights")
     async def load_weights(request: Request, tenant: str = Tenant) -> dict[str, Any]:
         return await future(request, tenant, "load_weights", rq.LoadWeights, service.load_weights)
@@ -233,6 +241,25 @@ def create_app(service: TinkerService) -> FastAPI:
     async def delete_checkpoint(model_id: str, checkpoint_id: str, tenant: str = Tenant) -> Response:
         await run_in_threadpool(service.delete_checkpoint, tenant, model_id, checkpoint_id)
         return Response(status_code=204)
+
+    # The SDK puts the checkpoint id ("external_weights/<name>", with a slash) before a fixed suffix.
+    @app.get(f"{API}/training_runs/{{model_id}}/checkpoints/{{checkpoint_id:path}}/external_weights_urls")
+    async def external_weights_urls(model_id: str, checkpoint_id: str, request: Request,
+                                    tenant: str = Tenant) -> dict[str, Any]:
+        # The request's own base URL: the URLs then work through whatever address (port-forward,
+        # ingress) the client used to reach this server.
+        base_url = str(request.base_url).rstrip("/")
+        return await run_in_threadpool(service.external_weights_urls, tenant, model_id, checkpoint_id, base_url)
+
+    # No API key: the signature is the credential (see external.py).
+    @app.get(f"{DOWNLOAD_PREFIX}/{{model_id}}/{{name}}/{{file_path:path}}")
+    async def download_external_weights(model_id: str, name: str, file_path: str, tenant: str = "",
+                                        created: str = "", expires: str | None = None,
+                                        signature: str | None = None) -> FileResponse:
+        grant = FileGrant(tenant, model_id, name, file_path, created, parse_expires(expires))
+        path = await run_in_threadpool(service.external_weights_file, grant, signature)
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name,
+                            headers={"Cache-Control": "private, no-store"})
 
     @app.get(f"{API}/checkpoints")
     async def user_checkpoints(limit: int = 100, offset: int = 0, tenant: str = Tenant) -> dict[str, Any]:

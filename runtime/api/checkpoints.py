@@ -1,8 +1,10 @@
 """The checkpoint store: ``tinker://`` paths, where they live on disk, and what is known about them.
 
-``tinker://<model_id>/weights/<name>`` (training state, ``save_state``) and
-``tinker://<model_id>/sampler_weights/<name>`` (``save_weights_for_sampler``) resolve inside the
-caller's own tenant directory, so another tenant's checkpoints are not found rather than refused::
+``tinker://<model_id>/weights/<name>`` (training state, ``save_state``),
+``tinker://<model_id>/sampler_weights/<name>`` (``save_weights_for_sampler``) and
+``tinker://<model_id>/external_weights/<name>`` (``save_weights_external``, downloaded through signed
+URLs: ``external.py``) resolve inside the caller's own tenant directory, so another tenant's
+checkpoints are not found rather than refused::
 
     <root>/<tenant>/<model_id>/run.json                         base model, LoRA, owner, metadata
     <root>/<tenant>/<model_id>/weights/<name>/state/            engine.save_state (adapter + AdamW + RNG)
@@ -10,6 +12,8 @@ caller's own tenant directory, so another tenant's checkpoints are not found rat
     <root>/<tenant>/<model_id>/weights/<name>/checkpoint.json   written last: the checkpoint is complete
     <root>/<tenant>/<model_id>/sampler_weights/<name>/sampler/
     <root>/<tenant>/<model_id>/sampler_weights/<name>/checkpoint.json
+    <root>/<tenant>/<model_id>/external_weights/<name>/sampler/   the exported PEFT adapter (the download)
+    <root>/<tenant>/<model_id>/external_weights/<name>/checkpoint.json
     <root>/<tenant>/<model_id>/snapshots/<sampler_id>/          ephemeral sampler weights
 
 Names are scoped per model, so ``final`` may repeat across runs. A training checkpoint carries its
@@ -30,8 +34,9 @@ from typing import Any, Literal
 from ..engine.errors import UnknownModelError, UserError
 
 SCHEME = "tinker://"
-Kind = Literal["weights", "sampler_weights"]
-CHECKPOINT_TYPES: dict[str, str] = {"weights": "training", "sampler_weights": "sampler"}
+Kind = Literal["weights", "sampler_weights", "external_weights"]
+# Path segment -> the SDK's CheckpointType (tinker.types.checkpoint.ParsedCheckpointTinkerPath).
+CHECKPOINT_TYPES: dict[str, str] = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
 META_FILE = "checkpoint.json"
 RUN_FILE = "run.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}$")  # model ids and names become directories
@@ -70,8 +75,8 @@ class CheckpointRef:
         parts = path[len(SCHEME):].split("/")
         if len(parts) != 3 or parts[1] not in CHECKPOINT_TYPES:
             raise UserError(
-                f"checkpoint path {path!r} must look like tinker://<model_id>/weights/<name> or "
-                "tinker://<model_id>/sampler_weights/<name>"
+                f"checkpoint path {path!r} must look like tinker://<model_id>/weights/<name>, "
+                "tinker://<model_id>/sampler_weights/<name> or tinker://<model_id>/external_weights/<name>"
             )
         return cls(check_component(parts[0], "model id"), parts[1], check_component(parts[2], "checkpoint name"))  # type: ignore[arg-type]
 
@@ -94,7 +99,13 @@ class CheckpointStore:
         return self.checkpoint_dir(tenant, ref) / "state"
 
     def sampler_dir(self, tenant: str, ref: CheckpointRef) -> Path:
+        """The checkpoint's PEFT adapter directory (every kind has one)."""
         return self.checkpoint_dir(tenant, ref) / "sampler"
+
+    def adapter_files(self, tenant: str, ref: CheckpointRef) -> dict[str, Path]:
+        """The adapter's files by '/'-separated path relative to the adapter directory."""
+        root = self.sampler_dir(tenant, ref)
+        return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
 
     def snapshot_dir(self, tenant: str, model_id: str, sampler_id: str) -> Path:
         return self.run_dir(tenant, model_id) / "snapshots" / check_component(sampler_id, "sampler id")
@@ -129,6 +140,14 @@ class CheckpointStore:
         }
         _write_json(self.checkpoint_dir(tenant, ref) / META_FILE, meta)
         return self.describe(tenant, ref)
+
+    def read_meta(self, tenant: str, ref: CheckpointRef) -> dict[str, Any] | None:
+        """``checkpoint.json`` of a complete checkpoint; ``None`` if there is none."""
+        path = self.checkpoint_dir(tenant, ref) / META_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
 
     def describe(self, tenant: str, ref: CheckpointRef) -> dict[str, Any]:
         """The checkpoint as the SDK's ``types.Checkpoint`` JSON."""

@@ -31,6 +31,11 @@ class ServerConfig:
         snapshots_per_model: Ephemeral sampler snapshots kept per model; older samplers expire.
         fwdbwd_max_chunk_len: Datums per forward_backward request the SDK is told to send; larger
             batches arrive as concurrent chunks with consecutive seq_ids.
+        url_signing_secret: HMAC key of the signed download URLs of external weights (at least 32
+            characters). ``None``: a random key per process, so URLs die with the process and only
+            the replica that issued them accepts them; replicas behind one address must share it
+            (``KUBETUNE_URL_SIGNING_SECRET``).
+        external_url_ttl_seconds: How long a signed download URL stays valid.
     """
 
     base_model: str
@@ -44,6 +49,8 @@ class ServerConfig:
     session_timeout_seconds: float = 30 * 60.0
     snapshots_per_model: int = 4
     fwdbwd_max_chunk_len: int = 1024
+    url_signing_secret: str | None = field(default=None, repr=False)  # never in logs
+    external_url_ttl_seconds: float = 3600.0
 
     def accepts_base_model(self, name: str | None) -> bool:
         return name is None or name == self.base_model or name in self.aliases

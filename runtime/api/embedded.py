@@ -47,14 +47,15 @@ class EmbeddedServer:
     service: TinkerService
 
     def local_path(self, api_key: str, tinker_path: str) -> Path:
-        """Where a ``tinker://…/sampler_weights/<name>`` checkpoint of this server lies on disk (a
-        PEFT adapter directory for ``kubetune eval --adapter``), or its training state directory."""
+        """Where a ``tinker://…/sampler_weights/<name>`` (or ``external_weights``) checkpoint of this
+        server lies on disk (a PEFT adapter directory for ``kubetune eval --adapter``), or a
+        ``weights`` checkpoint's training state directory."""
         tenant = self.service.tenants.resolve(api_key)
         if tenant is None:
             raise ValueError("not an API key of this server")
         ref = CheckpointRef.parse(tinker_path)
         store = self.service.store
-        return store.sampler_dir(tenant, ref) if ref.kind == "sampler_weights" else store.state_dir(tenant, ref)
+        return store.state_dir(tenant, ref) if ref.kind == "weights" else store.sampler_dir(tenant, ref)
 
 
 @contextmanager

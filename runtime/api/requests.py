@@ -80,6 +80,14 @@ class SaveWeightsForSampler(_Request):
     user_metadata: dict[str, str] | None = None
 
 
+class SaveWeightsExternal(_Request):
+    model_id: str
+    path: str
+    seq_id: int | None = None
+    ttl_seconds: int | None = None
+    age_encryption_recipients: list[str] | None = None
+
+
 class LoadWeights(_Request):
     path: str
     optimizer: bool = False

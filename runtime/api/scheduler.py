@@ -15,6 +15,11 @@ Policy (documented in docs/server.md):
   that names the gap, and the job continues after them. A repeated or old ``seq_id`` fails at once.
 - Operations without a ``seq_id`` (sampling, model creation) are FIFO within their job; between a
   job's ordered and unordered operations, the one that arrived first runs first.
+- **Batched sampling.** When the worker takes a sampling operation, it also takes the job's other
+  queued sampling operations with the same batch key (same weights, sampling parameters and
+  options; see ``TinkerService.sample``), up to ``max_batch``, and runs them as one engine batch:
+  a client that sends a hundred one-prompt requests at once (an evaluation) costs a few batched
+  forward passes instead of a hundred. A batch is one turn of its job.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engine.errors import UserError
 from .futures import ErrorResult, FutureRecord, Result
@@ -44,6 +50,12 @@ class Operation:
     future: FutureRecord
     seq_id: int | None = None
     enqueued: float = field(default_factory=time.monotonic)
+    # Operations with equal batch keys may run together: ``run_batch`` gets all of them (this one
+    # first) and returns one result per operation, in order.
+    batch_key: Hashable | None = None
+    run_batch: Callable[[list[Operation]], list[Result]] | None = None
+    weight: int = 1  # rows this operation adds to a batch (e.g. samples per prompt)
+    payload: Any = None  # what run_batch needs of this operation (e.g. its request)
 
 
 @dataclass
@@ -54,6 +66,16 @@ class _JobQueue:
 
     def depth(self) -> int:
         return len(self.ordered) + len(self.fifo)
+
+    def pop_batchable(self, key: Hashable, room: int) -> list[Operation]:
+        """Queued unordered operations with batch key ``key``, oldest first, up to ``room`` rows."""
+        taken: list[Operation] = []
+        for op in list(self.fifo):
+            if op.batch_key == key and op.weight <= room:
+                self.fifo.remove(op)
+                taken.append(op)
+                room -= op.weight
+        return taken
 
     def pop_ready(self) -> Operation | None:
         ordered = self.ordered.get(self.next_seq)
@@ -80,9 +102,10 @@ class Scheduler:
     """
 
     def __init__(self, complete: Callable[[FutureRecord, Result], None], *, gap_timeout: float = 30.0,
-                 on_done: Listener | None = None):
+                 on_done: Listener | None = None, max_batch: int = 64):
         self._complete = complete
         self._gap_timeout = gap_timeout
+        self._max_batch = max_batch
         self._on_done = on_done
         self._jobs: dict[str, _JobQueue] = {}
         self._rotation: deque[str] = deque()
@@ -192,19 +215,40 @@ class Scheduler:
                     op = self._next()
                     if op is None:
                         self._cond.wait(timeout=wake_in)
+                batch = [op]
+                if op.batch_key is not None and op.run_batch is not None:
+                    batch += self._jobs[op.job].pop_batchable(op.batch_key, self._max_batch - op.weight)
                 self.running = op
             started = time.monotonic()
+            results = self._run(batch)
+            finished = time.monotonic()
+            for member, result in zip(batch, results, strict=True):
+                self._complete(member.future, result)
+            self.running = None
+            if self._on_done is not None:
+                share = (finished - started) / len(batch)  # engine time, split across the batch
+                for member, result in zip(batch, results, strict=True):
+                    try:
+                        self._on_done(member, started - member.enqueued, share, result)
+                    except Exception:  # metrics must never stop the worker
+                        log.exception("metrics listener failed")
+
+    @staticmethod
+    def _run(batch: list[Operation]) -> list[Result]:
+        """Results of one operation or one batch; every failure becomes the futures' error."""
+        if len(batch) > 1:
             try:
-                result = op.run()
+                results = batch[0].run_batch(batch)  # type: ignore[misc]
+                if len(results) == len(batch):
+                    return results
+            except Exception:  # e.g. one over-long prompt: each request then gets its own answer
+                log.info("a batch of %d %s operations failed; running them one by one", len(batch), batch[0].name)
+        results = []
+        for op in batch:
+            try:
+                results.append(op.run())
             except Exception as exc:  # every failure becomes the future's error; the worker lives on
                 if not isinstance(exc, UserError):
                     log.exception("operation %s for %s failed", op.name, op.job)
-                result = ErrorResult.from_exception(exc)
-            finished = time.monotonic()
-            self._complete(op.future, result)
-            self.running = None
-            if self._on_done is not None:
-                try:
-                    self._on_done(op, started - op.enqueued, finished - started, result)
-                except Exception:  # metrics must never stop the worker
-                    log.exception("metrics listener failed")
+                results.append(ErrorResult.from_exception(exc))
+        return results

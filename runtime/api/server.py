@@ -10,6 +10,7 @@ from pathlib import Path
 from ..engine import Engine
 from .app import create_app
 from .config import ServerConfig
+from .external import SECRET_ENV
 from .service import TinkerService
 from .tenants import KEYS_ENV, load_keys
 
@@ -34,6 +35,7 @@ def build_service(base_model_ref: str, *, checkpoint_dir: Path, keys_file: Path 
         aliases=frozenset({base_model_ref, resolved.source}),
         checkpoint_dir=checkpoint_dir,
         api_keys=load_keys(keys_file, os.environ.get(KEYS_ENV)),
+        url_signing_secret=os.environ.get(SECRET_ENV) or None,  # shared by replicas behind one address
         **settings,  # type: ignore[arg-type]
     )
     return TinkerService(engine, config)

@@ -17,6 +17,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from tinker import types
@@ -28,11 +29,12 @@ from . import requests as rq
 from . import wire
 from .checkpoints import CheckpointRef, CheckpointStore, check_component
 from .config import ServerConfig
+from .external import FileGrant, UrlSigner, is_safe_relative, iso
 from .futures import ErrorResult, FutureStore, JsonResult, ProtoResult, Result
 from .metrics import ServerMetrics, outcome_of
 from .scheduler import Operation, Scheduler
 from .sessions import Model, Registry, Sampler, Session, model_id_for, sampler_id_for
-from .tenants import Tenants
+from .tenants import Tenants, is_tenant_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class TinkerService:
         self.registry = Registry()
         self.store = CheckpointStore(config.checkpoint_dir)
         self.futures = FutureStore()
+        self.signer = UrlSigner(config.url_signing_secret)
         self.scheduler = Scheduler(self.futures.complete, gap_timeout=config.seq_gap_timeout_seconds,
                                    on_done=self._operation_done)
         self.metrics = ServerMetrics(lambda: engine.busy_seconds, self.scheduler.depths,
@@ -70,11 +73,12 @@ class TinkerService:
 
     # ============================================================== helpers
     def submit(self, tenant: str, operation: str, job: str, run: Callable[[], Result], *,
-               seq_id: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               seq_id: int | None = None, extra: dict[str, Any] | None = None, **batching: Any) -> dict[str, Any]:
         if self.scheduler.depth() >= self.config.max_queued_operations:
             raise Overloaded(f"{self.config.max_queued_operations} operations are queued; retry later")
         record = self.futures.create(tenant, operation)
-        self.scheduler.submit(Operation(job=job, name=operation, run=run, future=record, seq_id=seq_id or None))
+        self.scheduler.submit(Operation(job=job, name=operation, run=run, future=record, seq_id=seq_id or None,
+                                        **batching))
         return {"request_id": record.request_id, **(extra or {})}
 
     def failed(self, tenant: str, operation: str, exc: Exception, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -260,11 +264,32 @@ class TinkerService:
 
         return self.submit(tenant, "save_weights_for_sampler", model.model_id, save_ephemeral, seq_id=req.seq_id)
 
+    def save_weights_external(self, tenant: str, req: rq.SaveWeightsExternal) -> dict[str, Any]:
+        """The model's adapter as a downloadable PEFT checkpoint (``get_external_weights_urls``)."""
+        model = self.registry.model(tenant, req.model_id)
+
+        def run() -> Result:
+            # Checked here, not before queuing: a refused request still takes its seq_id turn, so
+            # the client's next request does not wait for a gap.
+            ref = CheckpointRef(model.model_id, "external_weights", check_component(req.path, "checkpoint name"))
+            if req.age_encryption_recipients:
+                raise UserError("age_encryption_recipients is not supported by this server; save without it, "
+                                "download the files with RestClient.get_external_weights_urls() and encrypt them "
+                                "yourself, e.g. `age -r age1… -o adapter_model.safetensors.age "
+                                "adapter_model.safetensors`")
+            self._check_new(tenant, ref, overwrite=False)
+            self.engine.save_weights_for_sampler(model.model_id, self.store.sampler_dir(tenant, ref))
+            self.store.mark_complete(tenant, ref, user_metadata=None, ttl_seconds=req.ttl_seconds)
+            size = sum(p.stat().st_size for p in self.store.adapter_files(tenant, ref).values())
+            return JsonResult({"type": "save_weights_external", "path": ref.tinker_path, "size_bytes": size})
+
+        return self.submit(tenant, "save_weights_external", model.model_id, run, seq_id=req.seq_id)
+
     def load_weights(self, tenant: str, req: rq.LoadWeights) -> dict[str, Any]:
         """Into an existing model (``model_id``), or a new one (``session_id`` + ``model_seq_id``)."""
         ref = CheckpointRef.parse(req.path)
         if ref.kind != "weights":
-            raise UserError(f"{req.path} holds sampler weights only; load a training checkpoint "
+            raise UserError(f"{req.path} holds a PEFT adapter only (no training state); load a training checkpoint "
                             "(tinker://<model_id>/weights/<name>, written by save_state)")
         if req.model_id is not None:
             model = self.registry.model(tenant, req.model_id)
@@ -323,13 +348,31 @@ class TinkerService:
         except UserError as exc:
             return self.failed(tenant, "sample", exc, extra)
 
-        def run() -> Result:
-            response = self.engine.sample(req.prompt, req.num_samples, req.sampling_params,
-                                          prompt_logprobs=bool(req.prompt_logprobs), **self._sample_source(sampler))
-            self.metrics.sampled(sampler.job, sum(len(s.tokens) for s in response.sequences))
-            return ProtoResult(wire.encode_sample_response(response, req.prompt_logprobs_last_n))
+        def answer(requests: list[rq.Sample]) -> list[Result]:
+            responses = self.engine.sample_batch([r.prompt for r in requests], req.num_samples, req.sampling_params,
+                                                 prompt_logprobs=bool(req.prompt_logprobs),
+                                                 **self._sample_source(sampler))
+            results: list[Result] = []
+            for request, response in zip(requests, responses, strict=True):
+                self.metrics.sampled(sampler.job, sum(len(s.tokens) for s in response.sequences))
+                results.append(ProtoResult(wire.encode_sample_response(response, request.prompt_logprobs_last_n)))
+            return results
 
-        return self.submit(tenant, "sample", sampler.job, run, extra=extra)
+        return self.submit(tenant, "sample", sampler.job, lambda: answer([req])[0], extra=extra,
+                           batch_key=self._batch_key(sampler, req), weight=req.num_samples, payload=req,
+                           run_batch=lambda ops: answer([op.payload for op in ops]))
+
+    @staticmethod
+    def _batch_key(sampler: Sampler, req: rq.Sample) -> tuple | None:
+        """Requests with equal keys read the same fixed weights with the same options, so one engine
+        batch answers them as they would be answered one by one (greedy rows are identical; unseeded
+        sampling draws from the same distribution). Not batched: live samplers (a training step may
+        sit between two requests) and seeded sampling (a request's seed fixes its own draws)."""
+        params = req.sampling_params
+        if sampler.kind == "live" or (params.seed is not None and (params.temperature or 0.0) > 0.0):
+            return None
+        return (sampler.kind, str(sampler.directory), sampler.model_id, sampler.version, req.num_samples,
+                params.model_dump_json(), bool(req.prompt_logprobs))
 
     def _sampler_for(self, tenant: str, session_id: str, sampler_id: str, model_path: str | None,
                      base_model: str | None) -> Sampler:
@@ -415,6 +458,38 @@ class TinkerService:
 
     def delete_checkpoint(self, tenant: str, model_id: str, checkpoint_id: str) -> None:
         self.store.delete(tenant, CheckpointRef.parse(f"tinker://{model_id}/{checkpoint_id}"))
+
+    def external_weights_urls(self, tenant: str, model_id: str, checkpoint_id: str, base_url: str) -> dict[str, Any]:
+        """One signed download URL per file of an ``external_weights`` checkpoint of this tenant."""
+        ref = CheckpointRef.parse(f"tinker://{model_id}/{checkpoint_id}")
+        if ref.kind != "external_weights":
+            raise UserError(f"{ref.tinker_path} is not an external weights checkpoint; download URLs exist only for "
+                            "tinker://<model_id>/external_weights/<name>, written by save_weights_external()")
+        self.store.require(tenant, ref)  # another tenant's checkpoint is simply not found
+        created = (self.store.read_meta(tenant, ref) or {}).get("created", "")  # "" (deleted meanwhile) never serves
+        expires = int(time.time() + self.config.external_url_ttl_seconds)
+        urls = {rel: self.signer.url(base_url, FileGrant(tenant, ref.model_id, ref.name, rel, created, expires))
+                for rel in self.store.adapter_files(tenant, ref)}
+        return {"urls": urls, "expires": iso(expires)}
+
+    def external_weights_file(self, grant: FileGrant, signature: str | None) -> Path:
+        """The file a signed URL names; :class:`Forbidden` unless the URL is intact and current."""
+        self.signer.verify(grant, signature, time.time())
+        gone = UnknownModelError(f"{grant.tinker_path} has no file {grant.path!r}: the checkpoint was deleted or "
+                                 "replaced, or the file never existed")
+        # Signed URLs only name the server's own files; these checks keep it so even if the key leaked.
+        if not is_tenant_name(grant.tenant) or not is_safe_relative(grant.path):
+            raise gone
+        ref = CheckpointRef(check_component(grant.model_id, "model id"), "external_weights",
+                            check_component(grant.name, "checkpoint name"))
+        meta = self.store.read_meta(grant.tenant, ref)
+        if meta is None or meta["created"] != grant.created:
+            raise gone
+        root = self.store.sampler_dir(grant.tenant, ref).resolve()
+        path = (root / grant.path).resolve()
+        if not path.is_file() or not path.is_relative_to(root):  # symlinks resolve outside: refused too
+            raise gone
+        return path
 
     def weights_info(self, tenant: str, req: rq.WeightsInfo) -> dict[str, Any]:
         ref = CheckpointRef.parse(req.tinker_path)

@@ -86,6 +86,11 @@ def load_keys(path: Path | None = None, env_value: str | None = None) -> dict[st
     return keys or None
 
 
+def is_tenant_name(name: str) -> bool:
+    """Whether ``name`` can be a tenant (and so a directory name under the checkpoint root)."""
+    return bool(_TENANT.match(name))
+
+
 def _check(key: str, tenant: str) -> None:
     if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + 8:
         raise ValueError(f"API keys must start with {KEY_PREFIX!r} (the SDK rejects others) and be at least 12 characters")

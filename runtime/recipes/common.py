@@ -206,6 +206,32 @@ def finish(service, trainer, tokenizer, endpoint: Endpoint, run: RunLog, config,
         evaluation = evaluate_splits(generate, Path(config.data_dir),
                                      config.eval_splits, config.eval_examples)
         log("eval: " + ", ".join(f"{s} {r['accuracy']:.3f}" for s, r in evaluation.items()))
-    return run.result(config, sampler_path=sampler_path, adapter_dir=endpoint.local_path(config.api_key, sampler_path),
+    adapter_dir = endpoint.local_path(config.api_key, sampler_path)
+    if adapter_dir is None:  # a shared server: export the adapter and fetch its files
+        adapter_dir = str(download_adapter(trainer, endpoint.url, config.api_key, run.out_dir / "adapter"))
+        log(f"adapter downloaded to {adapter_dir}")
+    return run.result(config, sampler_path=sampler_path, adapter_dir=adapter_dir,
                       state_path=run.last_checkpoint()["state_path"], steps=config.steps, seconds=train_seconds,
                       eval=evaluation, **extra)
+
+
+def download_adapter(trainer, base_url: str, api_key: str, out_dir: Path, name: str = "final") -> Path:
+    """The training client's current weights as a PEFT adapter directory on this machine, through
+    the Tinker API's external-weights export (``save_weights_external``, then per-file signed URLs)."""
+    import httpx
+    import tinker
+
+    path = trainer.save_weights_external(name).result().path
+    urls = tinker.RestClient(base_url=base_url, api_key=api_key).get_external_weights_urls(path).result().urls
+    out_dir = Path(out_dir)
+    for relative, url in urls.items():
+        target = (out_dir / relative).resolve()
+        if out_dir.resolve() not in target.parents:
+            raise ValueError(f"server listed a file outside the adapter directory: {relative!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with httpx.stream("GET", url, timeout=120.0) as response:
+            response.raise_for_status()
+            with open(target, "wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+    return out_dir
