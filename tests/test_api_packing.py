@@ -141,12 +141,18 @@ def test_concurrent_greedy_requests_are_batched_and_match_one_by_one(api_server:
         try:
             futures = [sampler.sample(types.ModelInput.from_ints(p), 1, greedy) for p in prompts]
             together = [f.result().sequences[0] for f in futures]
+            batched, sizes[:] = list(sizes), []
+            # Scoring feeds training (reference log-probabilities): never batched, so exact.
+            scores = [sampler.compute_logprobs(types.ModelInput.from_ints(p)) for p in prompts]
+            scored = [f.result() for f in scores]
         finally:
             del engine.sample_batch
         assert [s.tokens for s in together] == [s.tokens for s in alone]
         for a, b in zip(alone, together, strict=True):
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
-        assert sum(sizes) == len(prompts) and max(sizes) > 1 and len(sizes) < len(prompts), sizes
+        assert sum(batched) == len(prompts) and max(batched) > 1 and len(batched) < len(prompts), batched
+        assert sizes == [1] * len(prompts)
+        assert scored == [sampler.compute_logprobs(types.ModelInput.from_ints(p)).result() for p in prompts]
     finally:
         client.close("success").result()
 

@@ -36,6 +36,8 @@ class ServerConfig:
             the replica that issued them accepts them; replicas behind one address must share it
             (``KUBETUNE_URL_SIGNING_SECRET``).
         external_url_ttl_seconds: How long a signed download URL stays valid.
+        max_sample_batch: Most sampled rows (prompts × samples) one engine batch answers when
+            queued sampling requests are batched; 1 turns batching off (docs/server.md).
     """
 
     base_model: str
@@ -48,6 +50,7 @@ class ServerConfig:
     max_queued_operations: int = 4096
     session_timeout_seconds: float = 30 * 60.0
     snapshots_per_model: int = 4
+    max_sample_batch: int = 64
     fwdbwd_max_chunk_len: int = 1024
     url_signing_secret: str | None = field(default=None, repr=False)  # never in logs
     external_url_ttl_seconds: float = 3600.0

@@ -59,7 +59,7 @@ class TinkerService:
         self.futures = FutureStore()
         self.signer = UrlSigner(config.url_signing_secret)
         self.scheduler = Scheduler(self.futures.complete, gap_timeout=config.seq_gap_timeout_seconds,
-                                   on_done=self._operation_done)
+                                   on_done=self._operation_done, max_batch=config.max_sample_batch)
         self.metrics = ServerMetrics(lambda: engine.busy_seconds, self.scheduler.depths,
                                      self.registry.live_models, self.registry.live_sessions)
         self.arch = getattr(getattr(engine.peft.get_base_model(), "config", None), "model_type", None)
@@ -365,14 +365,17 @@ class TinkerService:
     @staticmethod
     def _batch_key(sampler: Sampler, req: rq.Sample) -> tuple | None:
         """Requests with equal keys read the same fixed weights with the same options, so one engine
-        batch answers them as they would be answered one by one (greedy rows are identical; unseeded
-        sampling draws from the same distribution). Not batched: live samplers (a training step may
-        sit between two requests) and seeded sampling (a request's seed fixes its own draws)."""
+        batch answers them as one by one would, up to float rounding from left padding (a greedy
+        token can flip only at a near-tie; unseeded sampling draws from the same distribution).
+        Not batched: live samplers (a training step may sit between two requests), seeded sampling
+        (a request's seed fixes its own draws) and scoring (``compute_logprobs``: reference
+        log-probabilities feed training and must not depend on what else was queued)."""
         params = req.sampling_params
-        if sampler.kind == "live" or (params.seed is not None and (params.temperature or 0.0) > 0.0):
+        seeded = params.seed is not None and (params.temperature or 0.0) > 0.0
+        if sampler.kind == "live" or seeded or req.prompt_logprobs:
             return None
         return (sampler.kind, str(sampler.directory), sampler.model_id, sampler.version, req.num_samples,
-                params.model_dump_json(), bool(req.prompt_logprobs))
+                params.model_dump_json())
 
     def _sampler_for(self, tenant: str, session_id: str, sampler_id: str, model_path: str | None,
                      base_model: str | None) -> Sampler:
