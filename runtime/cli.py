@@ -70,7 +70,7 @@ def data_build(
 def demo(
     sft_only: bool = typer.Option(False, "--sft-only", help="Only the quick engine job: tiny model, LoRA SFT, "
                                                             "held-out accuracy before/after (no pipeline)."),
-    second_round: int = typer.Option(2, "--second-round", min=0,
+    second_round: int = typer.Option(1, "--second-round", min=0,
                                      help="Experiments Optuna proposes from the first four's results (0: none)."),
     runs: Path = typer.Option(Path("runs"), help="Pipeline artifacts under RUNS/kfp, MLflow under RUNS/mlflow."),
     workdir: Path = typer.Option(Path("runs/demo"), help="--sft-only: where data, model, adapter and summary go."),
@@ -80,7 +80,7 @@ def demo(
     seed: int = typer.Option(0),
 ) -> None:
     """The embedded default end to end: the autoresearch pipeline through kfp.local, four RL
-    experiments on text-to-SQL and two Optuna proposes from their results, compared in MLflow."""
+    experiments on text-to-SQL and one Optuna proposes from their results, compared in MLflow."""
     if sft_only:
         from .demo import DemoConfig, run_demo
 

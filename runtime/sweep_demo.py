@@ -29,7 +29,7 @@ def _default_experiments() -> list[dict[str, Any]]:
 class SweepDemoConfig:
     runs_dir: Path = Path("runs")
     experiments: list[dict[str, Any]] = field(default_factory=_default_experiments)
-    second_round: int = 2  # Optuna-proposed experiments after the first round
+    second_round: int = 1  # Optuna-proposed experiments after the first round (each ~3 min here)
     sft_steps: int = 400
     ppo_steps: int = 60
     prompts_per_step: int = 4

@@ -46,6 +46,7 @@ def latest_sweep(tracking_uri: str, experiment: str) -> dict[str, Any]:
 def sweep_table(report: dict[str, Any]) -> Table:
     """The sweep as a rich table, best first; fits an 80-column terminal."""
     table = Table(title="autoresearch: held-out execution accuracy, best paraphrase first", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True,
                   caption="config: LoRA rank, learning rate, KL coefficient, samples per prompt, reward "
                           "(exec: execution only)")
     table.add_column("experiment", no_wrap=True)  # second-round names say so: round2-1, ...
