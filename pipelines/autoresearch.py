@@ -61,6 +61,14 @@ def _experiment(settings: ClusterSettings, config, data, base, *, sft_steps, ppo
     return evaluation, ppo, logged
 
 
+def _fan_in(settings: ClusterSettings, experiments, evaluation, ppo, logged, **kwargs):
+    """select_best over one loop's collected scores, models and MLflow runs (kwargs: tracking, an
+    earlier round)."""
+    return tracking_step(select_best(experiments=experiments, scores=dsl.Collected(evaluation.outputs["Output"]),
+                                     models=dsl.Collected(ppo.outputs["model"]), run_ids=dsl.Collected(logged.output),
+                                     **kwargs), settings)
+
+
 def build_autoresearch(settings: ClusterSettings = ClusterSettings()):
     """The pipeline, with the Kubernetes settings of ``settings`` on its steps."""
 
@@ -80,19 +88,14 @@ def build_autoresearch(settings: ClusterSettings = ClusterSettings()):
                       reuse_cache=reuse_cache, tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment)
         with dsl.ParallelFor(experiments, parallelism=4) as config:
             evaluation, ppo, logged = _experiment(settings, config, data, base, **branch)
-        first = tracking_step(select_best(experiments=experiments, scores=dsl.Collected(evaluation.outputs["Output"]),
-                                          models=dsl.Collected(ppo.outputs["model"]),
-                                          run_ids=dsl.Collected(logged.output), tracking_uri=mlflow_tracking_uri,
-                                          experiment=mlflow_experiment), settings)
+        tracking = dict(tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment)
+        first = _fan_in(settings, experiments, evaluation, ppo, logged, **tracking)
         with dsl.If(second_round > 0, name="second-round"):
             proposal = propose_experiments(summary=first.outputs["Output"], count=second_round, seed=seed)
             with dsl.ParallelFor(proposal.output, parallelism=4) as config:
                 evaluation, ppo, logged = _experiment(settings, config, data, base, **branch)
-            tracking_step(select_best(experiments=proposal.output,
-                                      scores=dsl.Collected(evaluation.outputs["Output"]),
-                                      models=dsl.Collected(ppo.outputs["model"]), run_ids=dsl.Collected(logged.output),
-                                      tracking_uri=mlflow_tracking_uri, experiment=mlflow_experiment,
-                                      previous=first.outputs["Output"], previous_best=first.outputs["best_model"]), settings)
+            _fan_in(settings, proposal.output, evaluation, ppo, logged, **tracking, previous=first.outputs["Output"],
+                    previous_best=first.outputs["best_model"])
 
     return autoresearch
 

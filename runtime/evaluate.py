@@ -56,6 +56,19 @@ def adapter_base_model(adapter: str | Path) -> str:
     return str(base)
 
 
+def local_generator(adapter: str | Path | None, base_model: str) -> SqlGenerator:
+    """Greedy SQL from ``adapter`` (a PEFT directory; ``None``: the bare base model) on an engine
+    loaded in this process from ``base_model``."""
+    from .engine import Engine
+    from .models.reference import load_base_model
+
+    model, tokenizer = load_base_model(base_model)
+    # The engine checks an adapter against the base it names; base_model only says where those
+    # weights are on this machine (e.g. the same model in another directory).
+    engine = Engine(model, tokenizer, base_model=adapter_base_model(adapter) if adapter is not None else base_model)
+    return engine_generator(engine, tokenizer, None, sampler_path=adapter)
+
+
 def evaluate_adapter(data_dir: str | Path, split: str, *, adapter: str | Path | None = None,
                      base_model: str | None = None, examples: int | None = None) -> dict:
     """Execution accuracy of an adapter (or of the bare base model) on one split of a dataset.
@@ -71,24 +84,16 @@ def evaluate_adapter(data_dir: str | Path, split: str, *, adapter: str | Path | 
         The report of :func:`evaluate_examples` plus ``split``, ``adapter``, ``base_model`` and
         ``seconds``.
     """
-    from .engine import Engine
-    from .models.reference import load_base_model
     from .tasks.text2sql import load_split
 
     if adapter is None and base_model is None:
         raise ValueError("nothing to evaluate: pass an adapter, a base model, or both")
-    # The engine checks an adapter against the base it names; an explicit --base-model only says
-    # where to load those weights from (e.g. the same model in another directory).
-    recorded = adapter_base_model(adapter) if adapter is not None else None
-    base_model = base_model or recorded
+    base_model = base_model or adapter_base_model(adapter)  # type: ignore[arg-type]
     selected = load_split(data_dir, split)[:examples]
     if not selected:
         raise ValueError(f"split {split!r} of {data_dir} has no examples")
     started = time.perf_counter()
-    model, tokenizer = load_base_model(base_model)
-    engine = Engine(model, tokenizer, base_model=recorded or base_model)
-    generate = engine_generator(engine, tokenizer, None, sampler_path=adapter)
-    report = evaluate_examples(generate, selected, data_dir)
+    report = evaluate_examples(local_generator(adapter, base_model), selected, data_dir)
     report.update(split=split, adapter=None if adapter is None else str(adapter), base_model=base_model,
                   seconds=round(time.perf_counter() - started, 2))
     return report

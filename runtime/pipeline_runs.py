@@ -130,5 +130,4 @@ def _run(name: str, params: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         task = PIPELINES[name](**params)
     return {"outputs": dict(task.outputs), "seconds": round(time.perf_counter() - started, 1),
-            "pipeline_root": str(runs_dir / "kfp"), "mlflow": params.get("mlflow_tracking_uri"),
-            "params": params}
+            "pipeline_root": str(runs_dir / "kfp"), "mlflow": params.get("mlflow_tracking_uri")}

@@ -204,19 +204,13 @@ def _generator(info: dict[str, Any], model_dir: Path, training_api_url: str, api
             client = service.create_sampling_client(model_path=info["sampler_path"]).result()
             yield sampler_generator(client, client.get_tokenizer())
         return
-    from .engine import Engine
-    from .evaluate import adapter_base_model, engine_generator
-    from .models.reference import load_base_model
+    from .evaluate import local_generator
 
     adapter = model_dir / info["adapter"] if info.get("adapter") else None
     if info["kind"] == "trained" and adapter is None:
         raise ValueError(f"{model_dir} holds no local adapter; pass the training_api_url of the server that "
                          "trained it")
-    model, tokenizer = load_base_model(info["base_model"])
-    # The engine checks an adapter against the base it names; info["base_model"] says where those
-    # weights are on this machine (a server may have loaded the same model from another path).
-    engine = Engine(model, tokenizer, base_model=adapter_base_model(adapter) if adapter else info["base_model"])
-    yield engine_generator(engine, tokenizer, None, sampler_path=adapter)
+    yield local_generator(adapter, info["base_model"])
 
 
 def markdown_report(info: dict[str, Any], reports: dict[str, dict]) -> str:

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-# The components' defaults: what a config that leaves a key out trained with.
-DEFAULT_CONFIG: dict[str, Any] = {"learning_rate": 2e-4, "lora_rank": 16, "kl_coef": 0.0, "group_size": 8,
-                                  "reward": "execution"}
+
+def _recipe_defaults() -> dict[str, Any]:
+    """What a config that leaves a key out trains with: the PPO recipe's defaults (its lora_rank is
+    the SFT warm start's too)."""
+    from dataclasses import fields
+
+    from .recipes.ppo import PPOConfig
+
+    keys = ("learning_rate", "lora_rank", "kl_coef", "group_size", "reward")
+    return {f.name: f.default for f in fields(PPOConfig) if f.name in keys}
+
+
+DEFAULT_CONFIG: dict[str, Any] = _recipe_defaults()
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {"learning_rate": (5e-5, 1e-3, True), "kl_coef": (0.0, 0.2, False)}
 CHOICES: dict[str, list[Any]] = {"lora_rank": [8, 16, 32], "group_size": [4, 8], "reward": ["execution", "shaped"]}
 

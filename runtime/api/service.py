@@ -238,9 +238,7 @@ class TinkerService:
             ref = CheckpointRef(model.model_id, "sampler_weights", check_component(req.path, "checkpoint name"))
 
             def save_named() -> Result:
-                self._check_new(tenant, ref, overwrite=False)
-                self.engine.save_weights_for_sampler(model.model_id, self.store.sampler_dir(tenant, ref))
-                self.store.mark_complete(tenant, ref, user_metadata=req.user_metadata, ttl_seconds=req.ttl_seconds)
+                self._save_adapter(tenant, model.model_id, ref, req.user_metadata, req.ttl_seconds)
                 return JsonResult({"type": "save_weights_for_sampler", "path": ref.tinker_path})
 
             return self.submit(tenant, "save_weights_for_sampler", model.model_id, save_named, seq_id=req.seq_id)
@@ -277,13 +275,18 @@ class TinkerService:
                                 "download the files with RestClient.get_external_weights_urls() and encrypt them "
                                 "yourself, e.g. `age -r age1… -o adapter_model.safetensors.age "
                                 "adapter_model.safetensors`")
-            self._check_new(tenant, ref, overwrite=False)
-            self.engine.save_weights_for_sampler(model.model_id, self.store.sampler_dir(tenant, ref))
-            self.store.mark_complete(tenant, ref, user_metadata=None, ttl_seconds=req.ttl_seconds)
+            self._save_adapter(tenant, model.model_id, ref, None, req.ttl_seconds)
             size = sum(p.stat().st_size for p in self.store.adapter_files(tenant, ref).values())
             return JsonResult({"type": "save_weights_external", "path": ref.tinker_path, "size_bytes": size})
 
         return self.submit(tenant, "save_weights_external", model.model_id, run, seq_id=req.seq_id)
+
+    def _save_adapter(self, tenant: str, model_id: str, ref: CheckpointRef, user_metadata: dict[str, str] | None,
+                      ttl_seconds: int | None) -> None:
+        """A new named checkpoint holding the model's adapter as a PEFT directory (sampler or external)."""
+        self._check_new(tenant, ref, overwrite=False)
+        self.engine.save_weights_for_sampler(model_id, self.store.sampler_dir(tenant, ref))
+        self.store.mark_complete(tenant, ref, user_metadata=user_metadata, ttl_seconds=ttl_seconds)
 
     def load_weights(self, tenant: str, req: rq.LoadWeights) -> dict[str, Any]:
         """Into an existing model (``model_id``), or a new one (``session_id`` + ``model_seq_id``)."""
