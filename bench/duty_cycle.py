@@ -72,11 +72,14 @@ class RLJob:
         self.prompt = [int(t) for t in rng.integers(4, vocab, size=args.prompt_tokens)]
         self.params = types.SamplingParams(max_tokens=args.max_tokens, temperature=1.0, stop=[])
         self.rng = rng
+        self.next_sampler = None  # the future of the sampler the next step samples from
 
     def step(self, reward_latency_s: float) -> float:
         """One RL step; returns the time spent waiting for the (simulated) reward."""
         types = self.types
-        sampler = self.trainer.save_weights_and_get_sampling_client().result()
+        if self.next_sampler is None:
+            self.next_sampler = self.trainer.save_weights_and_get_sampling_client()
+        sampler = self.next_sampler.result()
         result = sampler.sample(types.ModelInput.from_ints(self.prompt), num_samples=self.args.group,
                                 sampling_params=self.params).result()
         time.sleep(reward_latency_s)  # the reward server's latency
@@ -96,8 +99,14 @@ class RLJob:
                     "advantages": types.TensorData.from_numpy(np.array(adv, dtype=np.float32)),
                 },
             ))
-        self.trainer.forward_backward(data, "importance_sampling").result()
-        self.trainer.optim_step(types.AdamParams(learning_rate=1e-4)).result()
+        # Submitted together before any is awaited, as tinker-cookbook's RL loop pipelines
+        # forward_backward and optim_step: each request's round trip overlaps the one before it
+        # (seq_ids keep them in order), and the next step's sampler is published right behind them.
+        fwd = self.trainer.forward_backward(data, "importance_sampling")
+        opt = self.trainer.optim_step(types.AdamParams(learning_rate=1e-4))
+        self.next_sampler = self.trainer.save_weights_and_get_sampling_client()
+        fwd.result()
+        opt.result()
         return reward_latency_s
 
     def run(self, steps: int, reward_latency_s: float) -> None:
@@ -192,25 +201,38 @@ def inprocess_fwdbwd(base_model: str, repeats: int) -> list[float]:
     return timed(lambda: engine.forward_backward("local", data, "cross_entropy"), repeats)
 
 
-def api_overhead(base_url: str, base_model: str, repeats: int) -> dict[str, float]:
-    """p50 of one forward_backward (batch 8) through the server vs in-process, same model and data.
+def api_overhead(base_url: str, port: int, base_model: str, repeats: int) -> dict[str, float]:
+    """API overhead of one forward_backward (batch 8), two ways.
 
-    Alternates rounds of the two, so load on the machine hits both alike.
+    Paired (the reported overhead): for each call, the client's wall time minus the engine time the
+    server spent on that very call (its ``kubetune_engine_busy_seconds`` before and after; nothing
+    else runs). Machine speed drifts by tens of ms between minutes on shared machines; a per-call
+    difference cancels that drift. Unpaired, for reference: p50 of the calls through the server
+    against p50 of the same call on an engine in a process of its own, alternating rounds.
     """
     import tinker
 
     service = tinker.ServiceClient(base_url=base_url, api_key=API_KEY)
     remote = service.create_lora_training_client(base_model=base_model, rank=8, seed=0).result()
     data = fwdbwd_batch(len(remote.get_tokenizer()))
-    api, local = [], []
+    remote.forward_backward(data, "cross_entropy").result()  # warm-up
+    api, local, paired = [], [], []
     for _ in range(3):
-        api += timed(lambda: remote.forward_backward(data, "cross_entropy").result(), repeats)
+        for _ in range(repeats):
+            busy0 = busy_seconds(port)
+            t0 = time.perf_counter()
+            remote.forward_backward(data, "cross_entropy").result()
+            wall = time.perf_counter() - t0
+            api.append(wall)
+            paired.append(wall - (busy_seconds(port) - busy0))
         out = subprocess.run([sys.executable, __file__, "--inprocess", base_model, "--overhead-repeats", str(repeats)],
                              check=True, capture_output=True, text=True).stdout
         local += json.loads(out.strip().splitlines()[-1])
     api_p50, local_p50 = statistics.median(api), statistics.median(local)
     return {"api_p50_ms": api_p50 * 1e3, "inprocess_p50_ms": local_p50 * 1e3,
-            "overhead_p50_ms": (api_p50 - local_p50) * 1e3}
+            "unpaired_overhead_p50_ms": (api_p50 - local_p50) * 1e3,
+            "overhead_p50_ms": statistics.median(paired) * 1e3,
+            "overhead_p90_ms": statistics.quantiles(paired, n=10)[-1] * 1e3}
 
 
 def main() -> None:
@@ -223,6 +245,7 @@ def main() -> None:
     parser.add_argument("--latency-factor", type=float, default=2.0, help="reward latency / engine compute per step")
     parser.add_argument("--base-model", default="tiny")
     parser.add_argument("--overhead-repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="sequential/packed pairs; medians are reported")
     parser.add_argument("--inprocess", metavar="MODEL", help=argparse.SUPPRESS)  # worker of api_overhead
     args = parser.parse_args()
     if args.inprocess:
@@ -240,7 +263,7 @@ def main() -> None:
         base_model = caps["supported_models"][0]["model_name"]
         # Overhead first: one client in this process, before the RL jobs' clients (and their
         # heartbeat threads) exist.
-        overhead = api_overhead(base_url, base_model, args.overhead_repeats)
+        overhead = api_overhead(base_url, port, base_model, args.overhead_repeats)
         jobs = [JobProcess(base_url, base_model, seed, args) for seed in range(args.jobs)]
         for job in jobs:
             job.ready()
@@ -251,28 +274,35 @@ def main() -> None:
         compute_s = statistics.median(m.busy_s for m in calib)
         step_s = statistics.median(m.wall_s for m in calib)  # compute plus client/HTTP time
         latency_s = args.latency_factor * compute_s
-        sequential = measure(port, jobs, args.steps, latency_s, packed=False)
-        packed = measure(port, jobs, args.steps, latency_s, packed=True)
+        # Repeated pairs, each sequential run right before its packed one: on a shared machine the
+        # speed drifts between minutes, so each ratio compares runs made close together.
+        pairs = [(measure(port, jobs, args.steps, latency_s, packed=False),
+                  measure(port, jobs, args.steps, latency_s, packed=True)) for _ in range(args.repeats)]
         ideal = max(args.jobs * compute_s, step_s + latency_s) / (args.jobs * (step_s + latency_s))
         for job in jobs:
             job.close()
     finally:
         stop_server(server)
 
-    ratio = packed.wall_s / sequential.wall_s
+    ratios = [packed.wall_s / sequential.wall_s for sequential, packed in pairs]
+    ratio = statistics.median(ratios)
+    busy_packed = statistics.median(packed.busy_fraction for _, packed in pairs)
+    busy_sequential = statistics.median(sequential.busy_fraction for sequential, _ in pairs)
     print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "
           f"engine compute/step {compute_s * 1e3:.0f} ms (wall alone {step_s * 1e3:.0f} ms), reward latency {latency_s * 1e3:.0f} ms")
-    print(f"{'mode':<12}{'wall s':>10}{'busy':>8}")
-    print(f"{'sequential':<12}{sequential.wall_s:>10.2f}{sequential.busy_fraction:>8.0%}")
-    print(f"{'packed':<12}{packed.wall_s:>10.2f}{packed.busy_fraction:>8.0%}")
-    print(f"packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f})")
-    print(f"forward_backward batch 8: API p50 {overhead['api_p50_ms']:.1f} ms, in-process p50 "
-          f"{overhead['inprocess_p50_ms']:.1f} ms, overhead {overhead['overhead_p50_ms']:.1f} ms")
+    print(f"{'pair':<6}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}{'ratio':>8}")
+    for index, (sequential, packed) in enumerate(pairs, 1):
+        print(f"{index:<6}{sequential.wall_s:>14.2f}{sequential.busy_fraction:>7.0%}{packed.wall_s:>10.2f}"
+              f"{packed.busy_fraction:>7.0%}{packed.wall_s / sequential.wall_s:>8.3f}")
+    print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.0%}")
+    print(f"forward_backward batch 8: API overhead per call (wall - the server's engine time) p50 "
+          f"{overhead['overhead_p50_ms']:.1f} ms, p90 {overhead['overhead_p90_ms']:.1f} ms; unpaired: API p50 "
+          f"{overhead['api_p50_ms']:.1f} ms vs in-process p50 {overhead['inprocess_p50_ms']:.1f} ms")
     print(json.dumps({
         "jobs": args.jobs, "steps": args.steps, "compute_per_step_s": round(compute_s, 4), "step_alone_s": round(step_s, 4),
-        "reward_latency_s": round(latency_s, 4), "sequential_wall_s": round(sequential.wall_s, 2),
-        "packed_wall_s": round(packed.wall_s, 2), "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
-        "busy_sequential": round(sequential.busy_fraction, 3), "busy_packed": round(packed.busy_fraction, 3),
+        "reward_latency_s": round(latency_s, 4), "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
+        "ratios": [round(r, 3) for r in ratios], "busy_sequential": round(busy_sequential, 3),
+        "busy_packed": round(busy_packed, 3), "busy_packed_each": [round(p.busy_fraction, 3) for _, p in pairs],
         **{k: round(v, 2) for k, v in overhead.items()},
     }))
 

@@ -24,7 +24,7 @@ def run_cookbook(api_server: ApiServer, work: Path, runs: str) -> subprocess.Com
 
 
 def test_cookbook_sft_rl_and_dpo_trainers_run_unchanged(api_server: ApiServer, tmp_path: Path) -> None:
-    result = run_cookbook(api_server, tmp_path, "sft,rl,dpo")
+    result = run_cookbook(api_server, tmp_path, "sft,rl,rl_async,dpo")
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    assert "3/3 cookbook runs passed" in result.stdout
+    assert "4/4 cookbook runs passed" in result.stdout
     assert "server refused" not in result.stdout, result.stdout

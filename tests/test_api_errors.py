@@ -70,6 +70,27 @@ def test_malformed_protobuf_is_a_user_error(api_server: ApiServer) -> None:
     assert raw.result(raw.http.post("/forward_backward", content=b"", headers=PROTO).json())["category"] == "user"
 
 
+def test_malformed_provenance_spans_are_user_errors(api_server: ApiServer) -> None:
+    raw = Raw(api_server)
+    model = raw.new_model()
+    half = types.Datum(model_input=DATUM.model_input, loss_fn_inputs=DATUM.loss_fn_inputs,
+                       model_input_spans=[types.SampledProvenanceSpan(sequence_id="x", length=4)],
+                       loss_fn_input_spans=[types.SampledProvenanceSpan(sequence_id="x", length=4)])
+    message = forward_backward_request_to_proto(types.ForwardBackwardRequest(
+        forward_backward_input=types.ForwardBackwardInput(data=[half], loss_fn="cross_entropy"),
+        model_id=model, seq_id=1))
+    del message.data[0].loss_fn_input_spans[:]  # only one of the pair
+    error = raw.result(raw.http.post("/forward_backward", content=message.SerializeToString(), headers=PROTO).json())
+    assert error["category"] == "user" and "provenance comes as a pair" in error["error"]
+    message.data[0].loss_fn_input_spans.add()  # a span of neither kind
+    message.seq_id = 2
+    error = raw.result(raw.http.post("/forward_backward", content=message.SerializeToString(), headers=PROTO).json())
+    assert "neither a prompt_tokens nor a sampled_tokens span" in error["error"]
+    # Spans are ignored by the losses that do not use them; the same model keeps training.
+    ok = raw.result(raw.forward_backward(model, 3, [half]))
+    assert isinstance(ok, bytes)
+
+
 def test_bad_data_fails_in_turn_and_the_job_continues(api_server: ApiServer, trainer) -> None:
     wrong_shape = types.Datum(model_input=types.ModelInput.from_ints([2, 20, 21]),
                               loss_fn_inputs={"target_tokens": np.array([20, 21], dtype=np.int64),

@@ -83,3 +83,65 @@ def test_forward_backward_custom_dpo_loss(api_server: ApiServer, service_client)
     trainer.optim_step(types.AdamParams(learning_rate=1e-3)).result()  # alpha / rank = 16: small steps
     after = trainer.forward_backward_custom([chosen, rejected], dpo_loss).result()
     assert after.metrics["dpo/margin"] > 0 and after.metrics["loss:sum"] < out.metrics["loss:sum"]
+
+
+def _with_provenance(datum: types.Datum, sequence_id: str, prompt_len: int, sampled: int) -> types.Datum:
+    """Spans as tinker-cookbook builds them: inputs = prompt + sampled[:-1], targets shifted by one."""
+    return datum.with_provenance(
+        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=prompt_len),
+                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled - 1)],
+        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=prompt_len - 1),
+                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled)],
+    )
+
+
+def test_stable_reinforce_reads_the_servers_own_sampling_record(api_server: ApiServer, service_client) -> None:
+    trainer = service_client.create_lora_training_client(str(api_server.model_dir), rank=2, seed=4,
+                                                         train_unembed=False).result()
+    recording = trainer.save_weights_and_get_sampling_client(record_stability_info=True).result()
+    prompt = [2, 80, 81, 82]
+    params = types.SamplingParams(max_tokens=6, temperature=1.0, seed=11)
+    seq = recording.sample(types.ModelInput.from_ints(prompt), 1, params).result().sequences[0]
+    tokens, n_sampled = prompt + list(seq.tokens), len(seq.tokens)
+    advantage = 0.5
+    # The client's logprobs are garbage on purpose: the loss must use the server's record instead.
+    good = _with_provenance(rl_datum(tokens, [-50.0] * len(tokens), advantage), seq.sequence_id, len(prompt), n_sampled)
+
+    # On policy (same weights as the sampler): ratio 1 and no KL term, so loss = -A * sum(logp of sampled).
+    out = trainer.forward([good], "stable_reinforce", {"kl_coeff": 1.0}).result()
+    lp = out.loss_fn_outputs[0]["logprobs"].to_numpy()[len(prompt) - 1:]
+    np.testing.assert_allclose(lp, seq.logprobs, atol=1e-4)  # trainer and sampler agree on the same weights
+    assert out.metrics["loss:sum"] == pytest.approx(-advantage * float(lp.sum()), abs=1e-3)
+
+    # Off policy: after a large step the truncated ratio min(exp(logp - q), cap) weights each token.
+    trainer.forward_backward([sft_datum(tokens, len(prompt))], "cross_entropy").result()
+    trainer.optim_step(types.AdamParams(learning_rate=0.2)).result()
+    out = trainer.forward([good], "stable_reinforce", {"ratio_cap": 1.2}).result()
+    lp = out.loss_fn_outputs[0]["logprobs"].to_numpy()[len(prompt) - 1:].astype(np.float64)
+    weight = np.minimum(np.exp(lp - np.asarray(seq.logprobs, dtype=np.float64)), 1.2)
+    assert (weight == 1.2).any(), "the step must move some token past the cap"
+    assert out.metrics["loss:sum"] == pytest.approx(-advantage * float((weight * lp).sum()), rel=1e-4)
+
+    # Every bad claim is a user error naming the problem; the run keeps working afterwards.
+    forged = types.Datum(model_input=good.model_input, loss_fn_inputs={
+        **good.loss_fn_inputs, "target_tokens": np.asarray(tokens[1:-1] + [(tokens[-1] + 1) % 300], dtype=np.int64)},
+        model_input_spans=good.model_input_spans, loss_fn_input_spans=good.loss_fn_input_spans)
+    unrecorded = trainer.save_weights_and_get_sampling_client().result().sample(
+        types.ModelInput.from_ints(prompt), 1, params).result().sequences[0]
+    other_session = api_server.client("alice")
+    foreign = other_session.create_sampling_client(base_model=str(api_server.model_dir), record_stability_info=True).result()
+    foreign_seq = foreign.sample(types.ModelInput.from_ints(prompt), 1, params).result().sequences[0]
+    cases = [
+        (rl_datum(tokens, [0.0] * len(tokens), 1.0), "no provenance"),
+        (forged, "are not the tokens of sequence"),
+        (_with_provenance(rl_datum(prompt + list(unrecorded.tokens), [0.0] * 9, 1.0), unrecorded.sequence_id,
+                          len(prompt), len(unrecorded.tokens)), "has no record"),
+        (_with_provenance(rl_datum(prompt + list(foreign_seq.tokens), [0.0] * 9, 1.0), foreign_seq.sequence_id,
+                          len(prompt), len(foreign_seq.tokens)), "has no record"),
+    ]
+    for datum, message in cases:
+        with pytest.raises(tinker.RequestFailedError, match=message):
+            trainer.forward_backward([datum], "stable_reinforce").result()
+    other_session.close("success").result()
+    assert trainer.forward_backward([good], "stable_reinforce").result().metrics["loss:sum"] != 0.0
+    assert trainer.optim_step(types.AdamParams(learning_rate=1e-3)).result().metrics["optim/step"] == 2.0

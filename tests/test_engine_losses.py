@@ -19,7 +19,7 @@ def _reference_objective(name: str, lp: torch.Tensor, inp: dict[str, torch.Tenso
     """The losses written out independently of kubetune.engine.losses (piecewise where it can be)."""
     if name == "cross_entropy":
         return -(inp["weights"] * lp).sum()
-    q, adv = inp["logprobs"], inp["advantages"]
+    q, adv = inp.get("sampler_logprobs", inp.get("logprobs")), inp["advantages"]
     ratio = torch.exp(lp - q)
     lo, hi = cfg.get("clip_low_threshold", 0.8), cfg.get("clip_high_threshold", 1.2)
     if name == "importance_sampling":
@@ -35,6 +35,12 @@ def _reference_objective(name: str, lp: torch.Tensor, inp: dict[str, torch.Tenso
     if name == "dro":
         beta = cfg.get("beta", 0.05)
         return -(lp * adv).sum() + 0.5 * beta * ((lp - q) ** 2).sum()
+    if name == "stable_reinforce":
+        # Truncated importance weight as a constant; only sampled positions count.
+        cap, kl = cfg.get("ratio_cap", 2.0), cfg.get("kl_coeff", 0.0)
+        weight = torch.where(ratio > cap, torch.full_like(ratio, cap), ratio).detach()
+        sampled = inp["sampled_mask"] > 0
+        return -(weight * lp * adv)[sampled].sum() + 0.5 * kl * ((lp - q) ** 2)[sampled].sum()
     raise AssertionError(name)
 
 
@@ -49,8 +55,11 @@ def _data(loss: str, current_lp: list[torch.Tensor] | None, seed: int = 0):
         else:
             # Sampler logprobs near the model's own so ratios land on both sides of the clip range.
             base = current_lp[i] if current_lp is not None else torch.zeros(n)
-            inputs["logprobs"] = base + 0.6 * torch.randn(n, generator=gen)
+            key = "sampler_logprobs" if loss == "stable_reinforce" else "logprobs"
+            inputs[key] = base + 0.6 * torch.randn(n, generator=gen)
             inputs["advantages"] = torch.randn(n, generator=gen)
+            if loss == "stable_reinforce":
+                inputs["sampled_mask"] = (torch.arange(n) >= n // 3).float()  # a prompt run, then sampled tokens
         raw.append((tokens[:-1], inputs))
         data.append(types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1].tolist()), loss_fn_inputs=inputs))
     return data, raw
@@ -65,6 +74,8 @@ def _data(loss: str, current_lp: list[torch.Tensor] | None, seed: int = 0):
         ("ppo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1}),
         ("cispo", {"clip_low_threshold": 0.7, "clip_high_threshold": 1.3}),
         ("dro", {"beta": 0.3}),
+        ("stable_reinforce", {}),
+        ("stable_reinforce", {"ratio_cap": 1.5, "kl_coeff": 0.2}),
     ],
 )
 def test_loss_and_gradients_match_direct_pytorch(engine, loss: str, config: dict) -> None:
@@ -81,20 +92,25 @@ def test_loss_and_gradients_match_direct_pytorch(engine, loss: str, config: dict
     result = engine.forward_backward("m", data, loss, config)
 
     total = torch.zeros(())
+    capped: list[bool] = []
     for index, (tokens, inputs) in enumerate(raw):
         logits = ref(input_ids=tokens[None]).logits[0].float()
         lp = torch.log_softmax(logits, dim=-1).gather(-1, inputs["target_tokens"][:, None])[:, 0]
         torch.testing.assert_close(result.loss_fn_outputs[index]["logprobs"].to_torch(), lp.detach(), rtol=1e-5, atol=1e-5)
         if loss != "cross_entropy":
-            ratio = torch.exp(lp.detach() - inputs["logprobs"])
+            ratio = torch.exp(lp.detach() - inputs.get("sampler_logprobs", inputs.get("logprobs")))
             if loss in ("ppo", "cispo"):
                 lo, hi = config.get("clip_low_threshold", 0.8), config.get("clip_high_threshold", 1.2)
                 assert ((ratio < lo) | (ratio > hi)).any(), "test data must exercise clipping"
+            if loss == "stable_reinforce":
+                capped.append(bool((ratio[inputs["sampled_mask"] > 0] > config.get("ratio_cap", 2.0)).any()))
         total = total + _reference_objective(loss, lp, inputs, config)
     total.backward()
 
     assert result.metrics["loss:sum"] == pytest.approx(float(total.detach()), rel=1e-5, abs=1e-5)
     _assert_same_gradients(engine, job, ref)
+    if loss == "stable_reinforce":
+        assert any(capped), "test data must exercise the ratio cap"
 
 
 def _same_adapter_outside_engine(engine, job):

@@ -34,6 +34,7 @@ from .futures import ErrorResult, FutureStore, JsonResult, ProtoResult, Result
 from .metrics import ServerMetrics, outcome_of
 from .scheduler import Operation, Scheduler
 from .sessions import Model, Registry, Sampler, Session, model_id_for, sampler_id_for
+from .stability import StabilityRecords
 from .tenants import Tenants, is_tenant_name
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class TinkerService:
                                      self.registry.live_models, self.registry.live_sessions)
         self.arch = getattr(getattr(engine.peft.get_base_model(), "config", None), "model_type", None)
         self._snapshots: dict[str, deque[str]] = defaultdict(deque)  # model_id -> snapshot sampler ids
+        self.stability = StabilityRecords()  # stable_reinforce: what record_stability_info samples drew
 
     def start(self) -> None:
         self.scheduler.start()
@@ -181,7 +183,7 @@ class TinkerService:
         """Parses the protobuf request; data errors still take the request's seq_id turn."""
         try:
             header, message = wire.parse_forward_backward(body)
-            self.registry.model(tenant, header.model_id)
+            model = self.registry.model(tenant, header.model_id)
         except UserError as exc:
             return self.failed(tenant, "forward_backward", exc)
         operation = "forward" if header.forward_only else "forward_backward"
@@ -195,6 +197,8 @@ class TinkerService:
         def run() -> Result:
             if problem is not None:
                 raise problem
+            if header.loss_fn == "stable_reinforce":
+                self._attach_sampling_records(tenant, model.session_id, data)
             out = self.engine.forward_backward(header.model_id, data, header.loss_fn, config,
                                                forward_only=header.forward_only)
             if not header.forward_only:
@@ -202,6 +206,15 @@ class TinkerService:
             return ProtoResult(wire.encode_forward_backward_output(out))
 
         return self.submit(tenant, operation, header.model_id, run, seq_id=header.seq_id)
+
+    def _attach_sampling_records(self, tenant: str, session_id: str, data: list[types.Datum]) -> None:
+        """``stable_reinforce`` reads the server's own sampling record, never a client-sent copy."""
+        for index, datum in enumerate(data):
+            if "target_tokens" not in datum.loss_fn_inputs:
+                continue  # the loss's own input check names what is missing
+            logprobs, mask = self.stability.resolve(tenant, session_id, datum, f"data[{index}]")
+            datum.loss_fn_inputs["sampler_logprobs"] = types.TensorData.from_numpy(logprobs)
+            datum.loss_fn_inputs["sampled_mask"] = types.TensorData.from_numpy(mask)
 
     def optim_step(self, tenant: str, req: rq.OptimStep) -> dict[str, Any]:
         model = self.registry.model(tenant, req.model_id)
@@ -351,19 +364,24 @@ class TinkerService:
         except UserError as exc:
             return self.failed(tenant, "sample", exc, extra)
 
-        def answer(requests: list[rq.Sample]) -> list[Result]:
-            responses = self.engine.sample_batch([r.prompt for r in requests], req.num_samples, req.sampling_params,
-                                                 prompt_logprobs=bool(req.prompt_logprobs),
+        def answer(requests: list[tuple[rq.Sample, list[str]]]) -> list[Result]:
+            responses = self.engine.sample_batch([r.prompt for r, _ in requests], req.num_samples,
+                                                 req.sampling_params, prompt_logprobs=bool(req.prompt_logprobs),
                                                  **self._sample_source(sampler))
             results: list[Result] = []
-            for request, response in zip(requests, responses, strict=True):
+            for (request, ids), response in zip(requests, responses, strict=True):
                 self.metrics.sampled(sampler.job, sum(len(s.tokens) for s in response.sequences))
+                if request.record_stability_info:
+                    prompt = request.prompt.to_ints()
+                    for sequence_id, sequence in zip(ids, response.sequences, strict=True):
+                        self.stability.record(tenant, sampler.session_id, sequence_id, prompt, sequence.tokens,
+                                              sequence.logprobs or [])
                 results.append(ProtoResult(wire.encode_sample_response(response, request.prompt_logprobs_last_n)))
             return results
 
-        return self.submit(tenant, "sample", sampler.job, lambda: answer([req])[0], extra=extra,
-                           batch_key=self._batch_key(sampler, req), weight=req.num_samples, payload=req,
-                           run_batch=lambda ops: answer([op.payload for op in ops]))
+        return self.submit(tenant, "sample", sampler.job, lambda: answer([(req, sequence_ids)])[0], extra=extra,
+                           batch_key=self._batch_key(sampler, req), weight=req.num_samples,
+                           payload=(req, sequence_ids), run_batch=lambda ops: answer([op.payload for op in ops]))
 
     @staticmethod
     def _batch_key(sampler: Sampler, req: rq.Sample) -> tuple | None:

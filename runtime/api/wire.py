@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -101,9 +102,32 @@ def datums(message: pb.ForwardBackwardRequest) -> list[types.Datum]:
             except Exception as exc:
                 raise UserError(f"{where}.loss_fn_inputs[{name!r}] is not a valid tensor: {exc}") from exc
             inputs[name] = decoded
-        # Provenance spans are accepted and not needed by the losses this server runs.
-        data.append(types.Datum(model_input=types.ModelInput(chunks=chunks), loss_fn_inputs=inputs))
+        model_spans = _spans(datum.model_input_spans, f"{where}.model_input_spans")
+        target_spans = _spans(datum.loss_fn_input_spans, f"{where}.loss_fn_input_spans")
+        if (model_spans is None) != (target_spans is None):
+            raise UserError(f"{where} has only one of model_input_spans and loss_fn_input_spans; provenance comes "
+                            "as a pair (Datum.with_provenance sets both)")
+        data.append(types.Datum(model_input=types.ModelInput(chunks=chunks), loss_fn_inputs=inputs,
+                                model_input_spans=model_spans, loss_fn_input_spans=target_spans))
     return data
+
+
+def _spans(spans: Any, where: str) -> types.ProvenanceSpans | None:
+    """Provenance runs (``stable_reinforce``); ``None`` when the datum carries none."""
+    if not spans:
+        return None
+    decoded: types.ProvenanceSpans = []
+    for index, span in enumerate(spans):
+        kind = span.WhichOneof("span")
+        fields = getattr(span, kind) if kind else None
+        if fields is None:
+            raise UserError(f"{where}[{index}] is neither a prompt_tokens nor a sampled_tokens span")
+        cls = types.PromptProvenanceSpan if kind == "prompt_tokens" else types.SampledProvenanceSpan
+        try:
+            decoded.append(cls(sequence_id=fields.sequence_id, offset=int(fields.offset), length=int(fields.length)))
+        except ValueError as exc:
+            raise UserError(f"{where}[{index}]: {exc}") from exc
+    return decoded
 
 
 def encode_forward_backward_output(output: types.ForwardBackwardOutput) -> bytes:

@@ -14,6 +14,16 @@ Formulas (``r = exp(target_logprobs - sampling_logprobs)``, ``A`` the advantages
                            (``clip_low_threshold``, ``clip_high_threshold``; default 0.8 / 1.2).
 - ``cispo``:               ``-sum(sg(clip(r, lo, hi)) * target_logprobs * A)``.
 - ``dro``:                 ``-sum(target_logprobs * A - beta / 2 * (target_logprobs - sampling_logprobs)^2)``.
+- ``stable_reinforce``:    ``-sum(m * (sg(min(r_s, cap)) * target_logprobs * A - kl_coeff / 2 * (target_logprobs - q)^2))``
+                           with ``q = sampler_logprobs`` the log-probabilities the *server* recorded when it
+                           sampled the tokens, ``r_s = exp(target_logprobs - q)`` and ``m = sampled_mask``
+                           (1 on sampled tokens, 0 on prompt tokens). ``cap`` (``ratio_cap``, default 2) truncates
+                           the importance weight, so a token the sampler drew far more rarely than the trainer now
+                           would cannot blow the step up (off-policy async RL, different numerics);
+                           ``kl_coeff`` (default 0) keeps the policy near the sampler. The service fills
+                           ``sampler_logprobs`` and ``sampled_mask`` from the datum's provenance spans
+                           (``runtime/api/stability.py``); Tinker defines its own objective for this name,
+                           so numbers are not comparable with its hosted loss.
 
 One kubetune extension, not in Tinker's hosted service: ``dpo``, a *pairwise* loss over datums laid
 out (chosen, rejected, chosen, rejected, …). With ``s = sum(weights * logp)`` and
@@ -42,6 +52,8 @@ DEFAULT_CLIP_LOW = 0.8
 DEFAULT_CLIP_HIGH = 1.2
 DEFAULT_DRO_BETA = 0.05
 DEFAULT_DPO_BETA = 0.1
+DEFAULT_STABLE_RATIO_CAP = 2.0
+DEFAULT_STABLE_KL_COEFF = 0.0
 
 
 def cross_entropy(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
@@ -83,6 +95,17 @@ def dro(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[s
     beta = float(config.get("beta", DEFAULT_DRO_BETA))
     log_ratio = target_logprobs - inputs["logprobs"]
     per_token = -(target_logprobs * inputs["advantages"] - 0.5 * beta * log_ratio**2)
+    return per_token.sum(), per_token
+
+
+def stable_reinforce(target_logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> LossOutput:
+    """Truncated-importance-weighted REINFORCE against the server's own sampling record."""
+    cap = float(config.get("ratio_cap", DEFAULT_STABLE_RATIO_CAP))
+    kl_coeff = float(config.get("kl_coeff", DEFAULT_STABLE_KL_COEFF))
+    sampled = inputs["sampled_mask"]
+    log_ratio = target_logprobs - inputs["sampler_logprobs"]
+    weight = torch.exp(log_ratio.detach()).clamp(max=cap)
+    per_token = -sampled * (weight * target_logprobs * inputs["advantages"] - 0.5 * kl_coeff * log_ratio**2)
     return per_token.sum(), per_token
 
 
@@ -147,6 +170,8 @@ class LossSpec:
             _clip_bounds(config)
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in config.values()):
             raise UserError(f"loss_fn_config values must be finite numbers; got {dict(config)}")
+        if config.get("ratio_cap", 1.0) <= 0 or config.get("kl_coeff", 0.0) < 0:
+            raise UserError(f"{name!r} needs ratio_cap > 0 and kl_coeff >= 0; got {dict(config)}")
 
 
 _RL_INPUTS = ("target_tokens", "logprobs", "advantages")
@@ -158,6 +183,8 @@ LOSSES: dict[str, LossSpec] = {
     "ppo": LossSpec(ppo, _RL_INPUTS, _CLIP_KEYS),
     "cispo": LossSpec(cispo, _RL_INPUTS, _CLIP_KEYS),
     "dro": LossSpec(dro, _RL_INPUTS, ("beta",)),
+    "stable_reinforce": LossSpec(stable_reinforce, ("target_tokens", "advantages", "sampler_logprobs", "sampled_mask"),
+                                 ("kl_coeff", "ratio_cap")),
     "dpo": LossSpec(dpo_pairs, ("target_tokens", "weights", "ref_logprobs"), ("beta", "scale", "nll_weight"),
                     pairwise=True),
 }
