@@ -1,14 +1,15 @@
 """Packing benchmark: N RL-shaped jobs one after another vs all at once on one `kubetune serve`.
 
-Each job step is what an RL loop does against the Tinker API: publish the current weights to a
-sampler, sample a group of completions, score them (a reward call, simulated by a sleep of about
-twice the step's engine compute, so one job alone keeps the engine busy ~1/3 of the time),
-``forward_backward`` with ``importance_sampling``, ``optim_step``. The server runs in its own
-process, driven by the unmodified ``tinker`` SDK over loopback; each job runs in a process of its
-own, as separate researchers' loops (or KFP pods) would.
+Each job step is what an RL loop does against the Tinker API: sample a group of completions from
+the current weights, score them (a reward call, simulated by a sleep of about twice the step's
+engine compute, so one job alone keeps the engine busy ~1/3 of the time), then ``forward_backward``
+with ``importance_sampling``, ``optim_step`` and the next sampler's weights, submitted together.
+The server runs in its own process, driven by the unmodified ``tinker`` SDK over loopback; each job
+runs in a process of its own, as separate researchers' loops (or KFP pods) would. Packed runs
+report the engine's busy fraction over the whole run and in steady state (all jobs running).
 
-Also measures the API overhead of one ``forward_backward`` (batch 8) through the server against
-the same call on an in-process engine.
+Also measures the API overhead of one ``forward_backward`` (batch 8): per call, the client's wall
+time minus the engine time the server spent on it.
 
     python bench/duty_cycle.py                    # N = 3, the embedded tiny model
     python bench/duty_cycle.py --jobs 4 --steps 8 --base-model /path/to/model
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import statistics
@@ -42,6 +44,7 @@ API_KEY = "tml-bench"
 class Mode:
     wall_s: float
     busy_s: float
+    steady_busy: float | None = None  # packed only: busy while all jobs run (see measure)
 
     @property
     def busy_fraction(self) -> float:
@@ -149,18 +152,31 @@ class JobProcess:
         self.proc.join(timeout=60)
 
 
-def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packed: bool) -> Mode:
+def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packed: bool,
+            cycle_s: float = 0.0) -> Mode:
+    """Wall and engine-busy time of the jobs' steps, one job after another or all at once.
+
+    Packed runs also report the steady-state busy fraction: from one job cycle (``cycle_s``) after
+    the start, when every job is in its loop, until the first job finishes. The whole-run fraction
+    includes the ramp at both ends, when fewer than N jobs have work: at the start all jobs await
+    their first rewards together, at the end the last job's final reward wait has no company.
+    """
     busy0, t0 = busy_seconds(port), time.perf_counter()
-    if packed:
-        for job in jobs:
-            job.start(steps, latency)
-        for job in jobs:
-            job.wait()
-    else:
+    if not packed:
         for job in jobs:
             job.start(steps, latency)
             job.wait()
-    return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0)
+        return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0)
+    for job in jobs:
+        job.start(steps, latency)
+    time.sleep(cycle_s)
+    busy1, t1 = busy_seconds(port), time.perf_counter()
+    multiprocessing.connection.wait([job.conn for job in jobs])  # the first job is done
+    busy2, t2 = busy_seconds(port), time.perf_counter()
+    for job in jobs:
+        job.wait()
+    return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0,
+                steady_busy=(busy2 - busy1) / (t2 - t1))
 
 
 def fwdbwd_batch(vocab: int):
@@ -268,16 +284,19 @@ def main() -> None:
         for job in jobs:
             job.ready()
 
-        # Calibrate: engine compute of one step, measured alone with no reward latency.
-        # Median of single steps: robust to a stray slow step on a shared machine.
-        calib = [measure(port, jobs[:1], 1, 0.0, packed=False) for _ in range(5)]
-        compute_s = statistics.median(m.busy_s for m in calib)
-        step_s = statistics.median(m.wall_s for m in calib)  # compute plus client/HTTP time
+        # Calibrate: engine compute of one step, measured alone with no reward latency, per step of
+        # short runs (a single step after a pause reads slow: cold caches, sleeping threads, and the
+        # latency would then overshoot 2x the steady compute). Median of runs: robust to a stray slow
+        # run on a shared machine.
+        calib = [measure(port, jobs[:1], 3, 0.0, packed=False) for _ in range(3)]
+        compute_s = statistics.median(m.busy_s / 3 for m in calib)
+        step_s = statistics.median(m.wall_s / 3 for m in calib)  # compute plus client/HTTP time
         latency_s = args.latency_factor * compute_s
         # Repeated pairs, each sequential run right before its packed one: on a shared machine the
         # speed drifts between minutes, so each ratio compares runs made close together.
         pairs = [(measure(port, jobs, args.steps, latency_s, packed=False),
-                  measure(port, jobs, args.steps, latency_s, packed=True)) for _ in range(args.repeats)]
+                  measure(port, jobs, args.steps, latency_s, packed=True, cycle_s=step_s + latency_s))
+                 for _ in range(args.repeats)]
         ideal = max(args.jobs * compute_s, step_s + latency_s) / (args.jobs * (step_s + latency_s))
         for job in jobs:
             job.close()
@@ -288,13 +307,15 @@ def main() -> None:
     ratio = statistics.median(ratios)
     busy_packed = statistics.median(packed.busy_fraction for _, packed in pairs)
     busy_sequential = statistics.median(sequential.busy_fraction for sequential, _ in pairs)
+    busy_steady = statistics.median(packed.steady_busy or 0.0 for _, packed in pairs)
     print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "
           f"engine compute/step {compute_s * 1e3:.0f} ms (wall alone {step_s * 1e3:.0f} ms), reward latency {latency_s * 1e3:.0f} ms")
-    print(f"{'pair':<6}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}{'ratio':>8}")
+    print(f"{'pair':<6}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}{'steady':>8}{'ratio':>8}")
     for index, (sequential, packed) in enumerate(pairs, 1):
         print(f"{index:<6}{sequential.wall_s:>14.2f}{sequential.busy_fraction:>7.0%}{packed.wall_s:>10.2f}"
-              f"{packed.busy_fraction:>7.0%}{packed.wall_s / sequential.wall_s:>8.3f}")
-    print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.0%}")
+              f"{packed.busy_fraction:>7.0%}{packed.steady_busy or 0.0:>8.0%}{packed.wall_s / sequential.wall_s:>8.3f}")
+    print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.0%} "
+          f"(steady state, all jobs running: {busy_steady:.0%})")
     print(f"forward_backward batch 8: API overhead per call (wall - the server's engine time) p50 "
           f"{overhead['overhead_p50_ms']:.1f} ms, p90 {overhead['overhead_p90_ms']:.1f} ms; unpaired: API p50 "
           f"{overhead['api_p50_ms']:.1f} ms vs in-process p50 {overhead['inprocess_p50_ms']:.1f} ms")
@@ -303,6 +324,7 @@ def main() -> None:
         "reward_latency_s": round(latency_s, 4), "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
         "ratios": [round(r, 3) for r in ratios], "busy_sequential": round(busy_sequential, 3),
         "busy_packed": round(busy_packed, 3), "busy_packed_each": [round(p.busy_fraction, 3) for _, p in pairs],
+        "busy_packed_steady": round(busy_steady, 3),
         **{k: round(v, 2) for k, v in overhead.items()},
     }))
 

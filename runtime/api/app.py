@@ -66,7 +66,8 @@ def create_app(service: TinkerService) -> FastAPI:
     app.add_exception_handler(Overloaded, lambda r, e: error(429, str(e), "server"))
     app.add_exception_handler(BodyTooLarge, lambda r, e: error(413, str(e)))
 
-    def tenant_of(request: Request) -> str:
+    async def tenant_of(request: Request) -> str:
+        # async: a plain def dependency would cost every request a thread-pool hop for a dict lookup
         key = request.headers.get("x-api-key")
         if key is None and request.headers.get("authorization", "").lower().startswith("bearer "):
             key = request.headers["authorization"][7:].strip()
