@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tinker import types
 
 from ..engine import Engine, LoraSpec
@@ -372,7 +373,7 @@ class TinkerService:
             for (request, ids), response in zip(requests, responses, strict=True):
                 self.metrics.sampled(sampler.job, sum(len(s.tokens) for s in response.sequences))
                 if request.record_stability_info:
-                    prompt = request.prompt.to_ints()
+                    prompt = np.asarray(request.prompt.to_ints(), dtype=np.int32)  # one copy for all samples
                     for sequence_id, sequence in zip(ids, response.sequences, strict=True):
                         self.stability.record(tenant, sampler.session_id, sequence_id, prompt, sequence.tokens,
                                               sequence.logprobs or [])

@@ -9,7 +9,9 @@ log-probability on sampled positions) and ``sampled_mask`` (1 there, 0 on prompt
 
 Scope, as Tinker documents it: a record belongs to the session that sampled it and lives one day
 from its last use (the sampling, or a training request naming it). Memory is bounded: beyond
-``max_records`` the least recently used record is dropped first.
+``max_records`` the least recently used record is dropped first. Tokens and log-probabilities are
+kept as 4-byte arrays and the samples of one request share one prompt array, so a record of a
+1,000-token completion costs about 8 KB.
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ DAY_SECONDS = 24 * 3600.0
 class SequenceRecord:
     tenant: str
     session_id: str
-    prompt: list[int]
-    tokens: list[int]
-    logprobs: list[float]
+    prompt: np.ndarray  # int32, shared by the samples of one request
+    tokens: np.ndarray  # int32
+    logprobs: np.ndarray  # float32
     touched: float
 
 
 class StabilityRecords:
     """Thread-safe store of recorded sequences, keyed by ``sequence_id``."""
 
-    def __init__(self, *, ttl_seconds: float = DAY_SECONDS, max_records: int = 200_000,
+    def __init__(self, *, ttl_seconds: float = DAY_SECONDS, max_records: int = 100_000,
                  clock: Callable[[], float] = time.monotonic):
         self.ttl_seconds = ttl_seconds
         self.max_records = max_records
@@ -52,12 +54,16 @@ class StabilityRecords:
     def __len__(self) -> int:
         return len(self._records)
 
-    def record(self, tenant: str, session_id: str, sequence_id: str, prompt: Sequence[int],
+    def record(self, tenant: str, session_id: str, sequence_id: str, prompt: Sequence[int] | np.ndarray,
                tokens: Sequence[int], logprobs: Sequence[float]) -> None:
+        """Keeps one sampled sequence; pass the samples of one request the same ``prompt`` array."""
+        if len(logprobs) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(logprobs)} log-probabilities for {sequence_id!r}")
         now = self._clock()
+        record = SequenceRecord(tenant, session_id, np.asarray(prompt, dtype=np.int32),
+                                np.asarray(tokens, dtype=np.int32), np.asarray(logprobs, dtype=np.float32), now)
         with self._lock:
-            self._records[sequence_id] = SequenceRecord(tenant, session_id, list(prompt), list(tokens),
-                                                        [float(v) for v in logprobs], now)
+            self._records[sequence_id] = record
             self._records.move_to_end(sequence_id)
             self._expire(now)
 
@@ -69,8 +75,8 @@ class StabilityRecords:
                 "behind its tokens: sample with record_stability_info=True, then attach spans with "
                 "Datum.with_provenance(model_input=..., loss_fn_inputs=...) using each sequence's sequence_id"
             )
-        targets = datum.loss_fn_inputs["target_tokens"].to_numpy().astype(np.int64).tolist()
-        inputs = datum.model_input.to_ints()
+        targets = datum.loss_fn_inputs["target_tokens"].to_numpy().astype(np.int64).reshape(-1)
+        inputs = np.asarray(datum.model_input.to_ints(), dtype=np.int64)
         now = self._clock()
         with self._lock:
             self._expire(now)
@@ -89,7 +95,7 @@ class StabilityRecords:
                             "trains on sampled tokens")
         return logprobs, mask
 
-    def _check_tokens(self, tenant: str, session_id: str, spans: types.ProvenanceSpans, tokens: list[int],
+    def _check_tokens(self, tenant: str, session_id: str, spans: types.ProvenanceSpans, tokens: np.ndarray,
                       what: str, now: float) -> list[tuple[types.PromptProvenanceSpan | types.SampledProvenanceSpan,
                                                            SequenceRecord]]:
         covered = sum(span.length for span in spans)
@@ -112,7 +118,8 @@ class StabilityRecords:
                 raise UserError(f"{what} span at position {position} reads {span.length} tokens from offset "
                                 f"{span.offset} of sequence {span.sequence_id!r}'s "
                                 f"{'sampled tokens' if sampled else 'prompt'}, which has {len(source)}")
-            if tokens[position:position + span.length] != source[span.offset:span.offset + span.length]:
+            if not np.array_equal(tokens[position:position + span.length],
+                                  source[span.offset:span.offset + span.length]):
                 raise UserError(f"{what} positions {position}..{position + span.length - 1} are not the tokens of "
                                 f"sequence {span.sequence_id!r}'s {'sampled tokens' if sampled else 'prompt'} "
                                 f"from offset {span.offset}; the spans must describe the datum as built")
