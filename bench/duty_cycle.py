@@ -179,6 +179,35 @@ def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packe
                 steady_busy=(busy2 - busy1) / (t2 - t1))
 
 
+@dataclass
+class Pair:
+    """One calibration and the sequential and packed runs that follow it."""
+
+    compute_s: float  # engine compute per step, one job alone
+    step_s: float  # wall time per step, one job alone (compute plus client and HTTP time)
+    latency_s: float
+    sequential: Mode
+    packed: Mode
+
+    @property
+    def ratio(self) -> float:
+        return self.packed.wall_s / self.sequential.wall_s
+
+    def ideal(self, jobs: int) -> float:
+        cycle = self.step_s + self.latency_s
+        return max(jobs * self.compute_s, cycle) / (jobs * cycle)
+
+
+def calibrate(port: int, job: JobProcess) -> tuple[float, float]:
+    """(engine compute, wall) per step of one job alone with no reward latency.
+
+    Per step of short runs: a single step after a pause reads slow (cold caches, sleeping threads),
+    which would set the latency above twice the steady compute. Median of three runs.
+    """
+    runs = [measure(port, [job], 3, 0.0, packed=False) for _ in range(3)]
+    return statistics.median(m.busy_s / 3 for m in runs), statistics.median(m.wall_s / 3 for m in runs)
+
+
 def fwdbwd_batch(vocab: int):
     """The batch both sides time: 8 sequences of 64 tokens, every target weighted."""
     from tinker import types
@@ -284,47 +313,49 @@ def main() -> None:
         for job in jobs:
             job.ready()
 
-        # Calibrate: engine compute of one step, measured alone with no reward latency, per step of
-        # short runs (a single step after a pause reads slow: cold caches, sleeping threads, and the
-        # latency would then overshoot 2x the steady compute). Median of runs: robust to a stray slow
-        # run on a shared machine.
-        calib = [measure(port, jobs[:1], 3, 0.0, packed=False) for _ in range(3)]
-        compute_s = statistics.median(m.busy_s / 3 for m in calib)
-        step_s = statistics.median(m.wall_s / 3 for m in calib)  # compute plus client/HTTP time
-        latency_s = args.latency_factor * compute_s
-        # Repeated pairs, each sequential run right before its packed one: on a shared machine the
-        # speed drifts between minutes, so each ratio compares runs made close together.
-        pairs = [(measure(port, jobs, args.steps, latency_s, packed=False),
-                  measure(port, jobs, args.steps, latency_s, packed=True, cycle_s=step_s + latency_s))
-                 for _ in range(args.repeats)]
-        ideal = max(args.jobs * compute_s, step_s + latency_s) / (args.jobs * (step_s + latency_s))
+        # Repeated pairs, each calibrated right before it and each sequential run right before its
+        # packed one: on a shared machine the speed drifts between minutes, so every ratio and busy
+        # fraction compares runs made close together with a latency set from the same minute.
+        pairs = []
+        for _ in range(args.repeats):
+            compute_s, step_s = calibrate(port, jobs[0])
+            latency_s = args.latency_factor * compute_s
+            pairs.append(Pair(compute_s, step_s, latency_s,
+                              measure(port, jobs, args.steps, latency_s, packed=False),
+                              measure(port, jobs, args.steps, latency_s, packed=True, cycle_s=step_s + latency_s)))
         for job in jobs:
             job.close()
     finally:
         stop_server(server)
 
-    ratios = [packed.wall_s / sequential.wall_s for sequential, packed in pairs]
-    ratio = statistics.median(ratios)
-    busy_packed = statistics.median(packed.busy_fraction for _, packed in pairs)
-    busy_sequential = statistics.median(sequential.busy_fraction for sequential, _ in pairs)
-    busy_steady = statistics.median(packed.steady_busy or 0.0 for _, packed in pairs)
+    ratio = statistics.median(p.ratio for p in pairs)
+    ideal = statistics.median(p.ideal(args.jobs) for p in pairs)
+    busy_packed = statistics.median(p.packed.busy_fraction for p in pairs)
+    busy_sequential = statistics.median(p.sequential.busy_fraction for p in pairs)
+    busy_steady = statistics.median(p.packed.steady_busy or 0.0 for p in pairs)
     print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "
-          f"engine compute/step {compute_s * 1e3:.0f} ms (wall alone {step_s * 1e3:.0f} ms), reward latency {latency_s * 1e3:.0f} ms")
-    print(f"{'pair':<6}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}{'steady':>8}{'ratio':>8}")
-    for index, (sequential, packed) in enumerate(pairs, 1):
-        print(f"{index:<6}{sequential.wall_s:>14.2f}{sequential.busy_fraction:>7.0%}{packed.wall_s:>10.2f}"
-              f"{packed.busy_fraction:>7.0%}{packed.steady_busy or 0.0:>8.0%}{packed.wall_s / sequential.wall_s:>8.3f}")
+          f"reward latency {args.latency_factor:g} x the engine compute per step, calibrated before each pair")
+    print(f"{'pair':<6}{'compute':>9}{'latency':>9}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}"
+          f"{'steady':>8}{'ratio':>8}{'ideal':>8}")
+    for index, p in enumerate(pairs, 1):
+        print(f"{index:<6}{p.compute_s * 1e3:>7.0f}ms{p.latency_s * 1e3:>7.0f}ms{p.sequential.wall_s:>14.2f}"
+              f"{p.sequential.busy_fraction:>7.0%}{p.packed.wall_s:>10.2f}{p.packed.busy_fraction:>7.0%}"
+              f"{p.packed.steady_busy or 0.0:>8.0%}{p.ratio:>8.3f}{p.ideal(args.jobs):>8.3f}")
     print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.0%} "
           f"(steady state, all jobs running: {busy_steady:.0%})")
     print(f"forward_backward batch 8: API overhead per call (wall - the server's engine time) p50 "
           f"{overhead['overhead_p50_ms']:.1f} ms, p90 {overhead['overhead_p90_ms']:.1f} ms; unpaired: API p50 "
           f"{overhead['api_p50_ms']:.1f} ms vs in-process p50 {overhead['inprocess_p50_ms']:.1f} ms")
     print(json.dumps({
-        "jobs": args.jobs, "steps": args.steps, "compute_per_step_s": round(compute_s, 4), "step_alone_s": round(step_s, 4),
-        "reward_latency_s": round(latency_s, 4), "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
-        "ratios": [round(r, 3) for r in ratios], "busy_sequential": round(busy_sequential, 3),
-        "busy_packed": round(busy_packed, 3), "busy_packed_each": [round(p.busy_fraction, 3) for _, p in pairs],
+        "jobs": args.jobs, "steps": args.steps, "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
+        "busy_sequential": round(busy_sequential, 3), "busy_packed": round(busy_packed, 3),
         "busy_packed_steady": round(busy_steady, 3),
+        "pairs": [{"compute_per_step_s": round(p.compute_s, 4), "step_alone_s": round(p.step_s, 4),
+                   "reward_latency_s": round(p.latency_s, 4), "sequential_wall_s": round(p.sequential.wall_s, 2),
+                   "packed_wall_s": round(p.packed.wall_s, 2), "ratio": round(p.ratio, 3),
+                   "busy_sequential": round(p.sequential.busy_fraction, 3),
+                   "busy_packed": round(p.packed.busy_fraction, 3),
+                   "busy_packed_steady": round(p.packed.steady_busy or 0.0, 3)} for p in pairs],
         **{k: round(v, 2) for k, v in overhead.items()},
     }))
 

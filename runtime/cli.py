@@ -202,7 +202,7 @@ def train_ppo(
     prompts_per_step: int = typer.Option(4, min=1),
     group_size: int = typer.Option(8, min=2, help="Samples per prompt."),
     learning_rate: float = typer.Option(2e-4),
-    loss: str = typer.Option("ppo", help="ppo (clipped) or importance_sampling."),
+    loss: str = typer.Option("ppo", help="ppo (clipped), importance_sampling or stable_reinforce."),
     kl_coef: float = typer.Option(0.0, min=0.0, help="KL penalty to the base model (adapter off)."),
     reward: str = typer.Option("execution", help="execution, shaped or format."),
     temperature: float = typer.Option(1.0, min=0.0),

@@ -111,6 +111,13 @@ def test_ppo_run_trains_logs_and_resumes_exactly(api_server: ApiServer, data: Pa
         assert [r[key] for r in resumed] == [m[key] for m in metrics[1:]], key
 
 
+def test_stable_reinforce_runs_end_to_end(api_server: ApiServer, data: Path, tmp_path: Path) -> None:
+    run_ppo(config(api_server, data, tmp_path, steps=2, loss="stable_reinforce"), log=lambda _: None)
+    metrics = rows(tmp_path / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 1]
+    assert any(m["trained_sequences"] > 0 and m["loss"] != 0.0 for m in metrics)
+
+
 def test_ppo_starts_from_a_saved_state(api_server: ApiServer, data: Path, tmp_path: Path) -> None:
     """init_state loads weights only (RL after SFT): the first snapshot samples like the saved policy."""
     service = api_server.client()
@@ -131,18 +138,20 @@ def test_bad_configs_are_rejected_with_the_fix() -> None:
         PPOConfig(data_dir=Path("."), out_dir=Path("."), clip_low=1.5)
 
 
-def test_an_update_moves_probability_towards_rewarded_samples(api_server: ApiServer) -> None:
+@pytest.mark.parametrize("loss", ["ppo", "stable_reinforce"])
+def test_an_update_moves_probability_towards_rewarded_samples(api_server: ApiServer, loss: str) -> None:
     """After one step, samples with positive advantage are more likely and the others less."""
     service = api_server.client()
     trainer = service.create_lora_training_client(base_model=str(api_server.model_dir), rank=4, seed=2).result()
-    sampler = trainer.save_weights_and_get_sampling_client().result()
+    sampler = trainer.save_weights_and_get_sampling_client(record_stability_info=loss == "stable_reinforce").result()
     prompt = [2, 50, 51, 52]
     samples = sampler.sample(types.ModelInput.from_ints(prompt), 6, types.SamplingParams(max_tokens=4, seed=7)).result()
     rewards = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
-    group = [Rollout(prompt, list(s.tokens), list(s.logprobs), r, bool(r), True)
+    group = [Rollout(prompt, list(s.tokens), list(s.logprobs), r, bool(r), True, s.sequence_id)
              for s, r in zip(samples.sequences, rewards, strict=True)]
-    cfg = PPOConfig(data_dir=Path("."), out_dir=Path("."), learning_rate=2e-2)
-    _train_step(trainer, None, [group], cfg, None)
+    cfg = PPOConfig(data_dir=Path("."), out_dir=Path("."), learning_rate=2e-2, loss=loss)
+    row = _train_step(trainer, None, [group], cfg, None)
+    assert row["trained_sequences"] == 6 and row["loss"] != 0.0
     after = trainer.save_weights_and_get_sampling_client().result()
 
     def sequence_logprob(client, rollout: Rollout) -> float:

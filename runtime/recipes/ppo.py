@@ -10,8 +10,9 @@ One step, as a plain loop over the official ``tinker`` SDK:
    are all equal carry no signal and are dropped;
 5. optional KL penalty to the reference, the base model with the adapter off (no second model):
    each completion token's advantage is reduced by ``kl_coef · (log q - log p_ref)``;
-6. ``forward_backward`` with ``ppo`` (clipped ratio) or ``importance_sampling``, advantages divided
-   by the batch's completion-token count (a token mean), then ``optim_step``.
+6. ``forward_backward`` with ``ppo`` (clipped ratio), ``importance_sampling`` or ``stable_reinforce``
+   (the sampler records its samples, each datum names its sample by provenance spans), advantages
+   divided by the batch's completion-token count (a token mean), then ``optim_step``.
 
 Logged per step: reward mean/std, accuracy, valid-SQL rate, fraction of mixed groups, KL, entropy
 (mean negative log-probability of the sampled tokens), clip fraction, completion length, loss.
@@ -64,7 +65,8 @@ class PPOConfig:
     prompts_per_step: int = 4
     group_size: int = 8  # samples per prompt
     learning_rate: float = 2e-4  # constant; 1e-3 made the tiny model's rewards fall (docs/recipes.md)
-    loss: Literal["ppo", "importance_sampling"] = "ppo"
+    # stable_reinforce: truncated-importance REINFORCE on the server's own sampling record (docs/server.md)
+    loss: Literal["ppo", "importance_sampling", "stable_reinforce"] = "ppo"
     clip_low: float = DEFAULT_CLIP_LOW
     clip_high: float = DEFAULT_CLIP_HIGH
     kl_coef: float = 0.0  # penalty towards the base model (adapter off); 0 skips the reference pass
@@ -85,8 +87,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.reward not in REWARD_VARIANTS:
             raise ValueError(f"reward must be one of {', '.join(REWARD_VARIANTS)}; got {self.reward!r}")
-        if self.loss not in ("ppo", "importance_sampling"):
-            raise ValueError(f"loss must be 'ppo' or 'importance_sampling'; got {self.loss!r}")
+        if self.loss not in ("ppo", "importance_sampling", "stable_reinforce"):
+            raise ValueError(f"loss must be 'ppo', 'importance_sampling' or 'stable_reinforce'; got {self.loss!r}")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2: advantages compare samples of one prompt")
         if not 0.0 <= self.clip_low <= 1.0 <= self.clip_high:
@@ -103,17 +105,29 @@ def group_advantages(rewards: list[float]) -> list[float] | None:
 
 
 def rl_datum(prompt: list[int], completion: list[int], sampled_logprobs: list[float],
-             token_advantages: list[float]) -> types.Datum:
-    """A policy-gradient datum: prompt positions carry zero advantage, completion positions theirs."""
+             token_advantages: list[float], sequence_id: str | None = None) -> types.Datum:
+    """A policy-gradient datum: prompt positions carry zero advantage, completion positions theirs.
+
+    With ``sequence_id`` (the sample's, from a sampler made with ``record_stability_info``) the datum
+    carries provenance: inputs are the prompt and all but the last sampled token, targets the same
+    shifted by one, as ``stable_reinforce`` needs."""
     tokens = prompt + completion
     pad = len(prompt) - 1
-    return types.Datum(
+    datum = types.Datum(
         model_input=types.ModelInput.from_ints(tokens[:-1]),
         loss_fn_inputs={
             "target_tokens": tokens[1:],
             "logprobs": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(sampled_logprobs), np.float32)),
             "advantages": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(token_advantages), np.float32)),
         },
+    )
+    if sequence_id is None:
+        return datum
+    return datum.with_provenance(
+        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=len(prompt)),
+                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(completion) - 1)],
+        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=pad),
+                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(completion))],
     )
 
 
@@ -125,6 +139,7 @@ class Rollout:
     reward: float
     correct: bool
     valid: bool
+    sequence_id: str | None = None  # set by samplers made with record_stability_info
 
 
 def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, config: PPOConfig,
@@ -143,7 +158,7 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
             rewards = [Reward(float(config.reward_fn(example, text)), "", True, False) for text in texts]
         else:
             rewards = score_group(data_dir, example, texts, config.reward, pool)
-        groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid)
+        groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid, s.sequence_id)
                        for s, r in zip(sequences, rewards, strict=True)])
     return groups
 
@@ -169,7 +184,8 @@ def run_ppo(config: PPOConfig, log=print) -> dict:
             if config.loss == "ppo" else None
         for step in range(start, config.steps):
             batch = [examples[i] for i in batch_indices(step, len(examples), config.prompts_per_step, config.seed)]
-            sampler = trainer.save_weights_and_get_sampling_client().result()
+            sampler = trainer.save_weights_and_get_sampling_client(
+                record_stability_info=config.loss == "stable_reinforce").result()
             groups = _rollouts(sampler, tokenizer, batch, data_dir, config, step, pool)
             row = _train_step(trainer, reference, groups, config, loss_config)
             row.update(step=step, seconds=run.elapsed())
@@ -212,7 +228,9 @@ def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConf
             kl_per_token[i] = np.asarray(rollout.logprobs, dtype=np.float64) - ref
         row["kl"] = float(np.mean(np.concatenate(kl_per_token)))
     n_tokens = sum(len(r.tokens) for r, _ in kept)
-    data = [rl_datum(r.prompt, r.tokens, r.logprobs, list((advantage - config.kl_coef * kl) / n_tokens))
+    provenance = config.loss == "stable_reinforce"
+    data = [rl_datum(r.prompt, r.tokens, r.logprobs, list((advantage - config.kl_coef * kl) / n_tokens),
+                     r.sequence_id if provenance else None)
             for (r, advantage), kl in zip(kept, kl_per_token, strict=True)]
     fwd = trainer.forward_backward(data, config.loss, loss_config)
     opt = trainer.optim_step(types.AdamParams(learning_rate=config.learning_rate, grad_clip_norm=1.0))
