@@ -8,6 +8,7 @@ from tinker import types
 
 from kubetune.api.stability import StabilityRecords
 from kubetune.engine.errors import UserError
+from kubetune.recipes.common import with_sample_provenance
 
 
 class Clock:
@@ -23,12 +24,7 @@ def datum(sequence_id: str, prompt: list[int], sampled: list[int]) -> types.Datu
     base = types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
                        loss_fn_inputs={"target_tokens": np.asarray(tokens[1:], dtype=np.int64),
                                        "advantages": np.ones(len(tokens) - 1, dtype=np.float32)})
-    return base.with_provenance(
-        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=len(prompt)),
-                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(sampled) - 1)],
-        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=len(prompt) - 1),
-                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(sampled))],
-    )
+    return with_sample_provenance(base, sequence_id, len(prompt), len(sampled))
 
 
 def test_resolve_returns_the_recorded_logprobs_on_sampled_positions_only() -> None:

@@ -8,6 +8,8 @@ import tinker
 import torch
 from tinker import types
 
+from kubetune.recipes.common import with_sample_provenance
+
 from conftest import ApiServer, rl_datum, sft_datum
 
 
@@ -85,16 +87,6 @@ def test_forward_backward_custom_dpo_loss(api_server: ApiServer, service_client)
     assert after.metrics["dpo/margin"] > 0 and after.metrics["loss:sum"] < out.metrics["loss:sum"]
 
 
-def _with_provenance(datum: types.Datum, sequence_id: str, prompt_len: int, sampled: int) -> types.Datum:
-    """Spans as tinker-cookbook builds them: inputs = prompt + sampled[:-1], targets shifted by one."""
-    return datum.with_provenance(
-        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=prompt_len),
-                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled - 1)],
-        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=prompt_len - 1),
-                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled)],
-    )
-
-
 def test_stable_reinforce_reads_the_servers_own_sampling_record(api_server: ApiServer, service_client) -> None:
     trainer = service_client.create_lora_training_client(str(api_server.model_dir), rank=2, seed=4,
                                                          train_unembed=False).result()
@@ -105,7 +97,7 @@ def test_stable_reinforce_reads_the_servers_own_sampling_record(api_server: ApiS
     tokens, n_sampled = prompt + list(seq.tokens), len(seq.tokens)
     advantage = 0.5
     # The client's logprobs are garbage on purpose: the loss must use the server's record instead.
-    good = _with_provenance(rl_datum(tokens, [-50.0] * len(tokens), advantage), seq.sequence_id, len(prompt), n_sampled)
+    good = with_sample_provenance(rl_datum(tokens, [-50.0] * len(tokens), advantage), seq.sequence_id, len(prompt), n_sampled)
 
     # On policy (same weights as the sampler): ratio 1 and no KL term, so loss = -A * sum(logp of sampled).
     out = trainer.forward([good], "stable_reinforce", {"kl_coeff": 1.0}).result()
@@ -134,9 +126,9 @@ def test_stable_reinforce_reads_the_servers_own_sampling_record(api_server: ApiS
     cases = [
         (rl_datum(tokens, [0.0] * len(tokens), 1.0), "no provenance"),
         (forged, "are not the tokens of sequence"),
-        (_with_provenance(rl_datum(prompt + list(unrecorded.tokens), [0.0] * 9, 1.0), unrecorded.sequence_id,
+        (with_sample_provenance(rl_datum(prompt + list(unrecorded.tokens), [0.0] * 9, 1.0), unrecorded.sequence_id,
                           len(prompt), len(unrecorded.tokens)), "has no record"),
-        (_with_provenance(rl_datum(prompt + list(foreign_seq.tokens), [0.0] * 9, 1.0), foreign_seq.sequence_id,
+        (with_sample_provenance(rl_datum(prompt + list(foreign_seq.tokens), [0.0] * 9, 1.0), foreign_seq.sequence_id,
                           len(prompt), len(foreign_seq.tokens)), "has no record"),
     ]
     for datum, message in cases:

@@ -170,7 +170,7 @@ class LossSpec:
             _clip_bounds(config)
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in config.values()):
             raise UserError(f"loss_fn_config values must be finite numbers; got {dict(config)}")
-        if config.get("ratio_cap", 1.0) <= 0 or config.get("kl_coeff", 0.0) < 0:
+        if "ratio_cap" in self.config_keys and (config.get("ratio_cap", 1.0) <= 0 or config.get("kl_coeff", 0.0) < 0):
             raise UserError(f"{name!r} needs ratio_cap > 0 and kl_coeff >= 0; got {dict(config)}")
 
 

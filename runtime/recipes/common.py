@@ -151,6 +151,19 @@ def prompt_tokens(tokenizer, text: str, max_tokens: int | None) -> list[int]:
     return ids[-max_tokens:] if max_tokens is not None and len(ids) > max_tokens else ids
 
 
+def with_sample_provenance(datum: types.Datum, sequence_id: str, prompt_len: int, sampled: int) -> types.Datum:
+    """``datum`` (one prompt + one sample, shifted by one) naming that sample, as ``stable_reinforce`` needs.
+
+    Inputs are the prompt and all but the last sampled token; targets are the same shifted by one,
+    so they cover the prompt from its second token on, then every sampled token."""
+    return datum.with_provenance(
+        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=prompt_len),
+                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled - 1)],
+        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=prompt_len - 1),
+                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=sampled)],
+    )
+
+
 def score_group(data_dir: Path, example: Example, texts: Sequence[str], variant: str,
                 pool: ThreadPoolExecutor) -> list[Reward]:
     """Sandboxed rewards of one prompt's completions; the gold query runs once for the group."""

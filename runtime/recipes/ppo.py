@@ -47,6 +47,7 @@ from .common import (
     should_save,
     tinker_session,
     training_endpoint,
+    with_sample_provenance,
 )
 
 ADVANTAGE_EPS = 1e-6
@@ -121,14 +122,7 @@ def rl_datum(prompt: list[int], completion: list[int], sampled_logprobs: list[fl
             "advantages": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(token_advantages), np.float32)),
         },
     )
-    if sequence_id is None:
-        return datum
-    return datum.with_provenance(
-        model_input=[types.PromptProvenanceSpan(sequence_id=sequence_id, length=len(prompt)),
-                     types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(completion) - 1)],
-        loss_fn_inputs=[types.PromptProvenanceSpan(sequence_id=sequence_id, offset=1, length=pad),
-                        types.SampledProvenanceSpan(sequence_id=sequence_id, length=len(completion))],
-    )
+    return datum if sequence_id is None else with_sample_provenance(datum, sequence_id, len(prompt), len(completion))
 
 
 @dataclass
