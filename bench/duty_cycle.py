@@ -1,17 +1,20 @@
 """Packing benchmark: N RL-shaped jobs one after another vs all at once on one `kubetune serve`.
 
 Each job step is what an RL loop does against the Tinker API: sample a group of completions from
-the current weights, score them (a reward call, simulated by a sleep of about twice the step's
-engine compute, so one job alone keeps the engine busy ~1/3 of the time), then ``forward_backward``
+the current weights, score them (a reward call, simulated by a wait of twice the step's engine
+compute, so one job alone keeps the engine busy ~1/3 of the time), then ``forward_backward``
 with ``importance_sampling``, ``optim_step`` and the next sampler's weights, submitted together.
 The server runs in its own process, driven by the unmodified ``tinker`` SDK over loopback; each job
-runs in a process of its own, as separate researchers' loops (or KFP pods) would. Packed runs
-report the engine's busy fraction over the whole run and in steady state (all jobs running).
+runs in a process of its own, as separate researchers' loops (or KFP pods) would. The reward wait
+follows the engine's compute as measured live (see ComputeMonitor): the machine's speed drifts.
+Packed runs report the engine's busy fraction over the whole run and in steady state (all jobs
+running).
 
-Also measures the API overhead of one ``forward_backward`` (batch 8): per call, the client's wall
-time minus the engine time the server spent on it.
+Also measures the API overhead of one ``forward_backward`` (batch 8) against the same call on an
+engine in process: each side's wall time net of its engine compute, compared (see api_overhead).
 
-    python bench/duty_cycle.py                    # N = 3, the embedded tiny model
+    python bench/duty_cycle.py                    # N = 3, the embedded tiny model, 60 steps per job
+    python bench/duty_cycle.py --steps 30         # half the time; the ramps weigh ~2.5 % of a run
     python bench/duty_cycle.py --jobs 4 --steps 8 --base-model /path/to/model
 
 Prints a table and, as its last line, one JSON object with every number.
@@ -24,13 +27,16 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import random
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +48,28 @@ API_KEY = "tml-bench"
 
 @dataclass
 class Mode:
+    """One run of the jobs' steps, one after another or all at once."""
+
     wall_s: float
     busy_s: float
+    steps: int  # all jobs' steps together
+    reward_wait_s: float  # all jobs' reward waits together
     steady_busy: float | None = None  # packed only: busy while all jobs run (see measure)
+    window: tuple[float, float] = (0.0, 0.0)  # time.monotonic() at its start and end (the op trace's clock)
 
     @property
     def busy_fraction(self) -> float:
         return self.busy_s / self.wall_s
+
+    @property
+    def compute_s(self) -> float:
+        """Engine compute per step during this run."""
+        return self.busy_s / self.steps
+
+    @property
+    def latency_factor(self) -> float:
+        """Mean reward wait over the engine compute per step, both measured during this run."""
+        return self.reward_wait_s / self.busy_s
 
 
 def busy_seconds(port: int) -> float:
@@ -57,6 +78,65 @@ def busy_seconds(port: int) -> float:
     if not match:
         raise SystemExit("the server's /metrics has no kubetune_engine_busy_seconds")
     return float(match.group(1))
+
+
+STEP_OPERATIONS = ("sample", "forward_backward", "optim_step", "save_weights_for_sampler")  # once per step
+
+
+def operation_totals(port: int) -> dict[str, tuple[int, float]]:
+    """(count, seconds) of the finished operations of each kind an RL step runs, from /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    totals = {}
+    for name in STEP_OPERATIONS:
+        count = re.search(rf'^kubetune_operation_seconds_count\{{operation="{name}"\}} ([0-9.e+-]+)$', text, re.M)
+        seconds = re.search(rf'^kubetune_operation_seconds_sum\{{operation="{name}"\}} ([0-9.e+-]+)$', text, re.M)
+        if count and seconds:
+            totals[name] = (int(float(count.group(1))), float(seconds.group(1)))
+    return totals
+
+
+class ComputeMonitor:
+    """The engine's compute per RL step, measured live; jobs set their reward latency from it.
+
+    The speed of a shared machine drifts by 10-20 % within a minute. A latency fixed from an earlier
+    calibration then drifts away from ``factor`` x compute: above it, it caps packed busy below
+    100 % (busy packed <= N x busy sequential); below it, it hands the engine more than it can do.
+    Every second this thread reads the server's operation times from ``/metrics`` and publishes the
+    compute of one step (the mean time of each of a step's operations over their last ``window``
+    runs, summed) in a value shared with the job processes; each job reads it right before each
+    reward wait. Finished operations only, so work in flight never skews it.
+    """
+
+    def __init__(self, port: int, window: int = 6, interval_s: float = 1.0) -> None:
+        self.port, self.window, self.interval_s = port, window, interval_s
+        self.value = multiprocessing.get_context("spawn").Value("d", 0.0)  # seconds per step; 0 = unknown
+        self._history: dict[str, list[tuple[int, float]]] = {name: [] for name in STEP_OPERATIONS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="compute-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def update(self) -> None:
+        means = []
+        for name, (count, seconds) in operation_totals(self.port).items():
+            history = self._history[name]
+            if not history or count != history[-1][0]:
+                history.append((count, seconds))
+                del history[:-4 * self.window]
+            older = [(n, t) for n, t in history if n <= count - self.window]
+            if older:
+                means.append((seconds - older[-1][1]) / (count - older[-1][0]))
+        if len(means) == len(STEP_OPERATIONS):
+            self.value.value = sum(means)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.update()
 
 
 class RLJob:
@@ -112,47 +192,53 @@ class RLJob:
         opt.result()
         return reward_latency_s
 
-    def run(self, steps: int, reward_latency_s: float) -> None:
+    def run(self, steps: int, factor: float, compute) -> float:
+        """``steps`` steps, each waiting ``factor`` x the engine's current compute per step for its
+        reward (``compute``: the monitor's shared value); returns the total reward wait."""
+        waited = 0.0
         for _ in range(steps):
-            self.step(reward_latency_s)
+            waited += self.step(factor * compute.value)
+        return waited
 
 
-def _job_main(conn, base_url: str, base_model: str, seed: int, args: argparse.Namespace) -> None:
+def _job_main(conn, base_url: str, base_model: str, seed: int, args: argparse.Namespace, compute) -> None:
     """A job's own process, as a researcher's RL loop would be: runs steps when told to."""
     job = RLJob(base_url, base_model, seed, args)
     job.step(0.0)  # warm-up: adapter created, first sampler published
     conn.send("ready")
     while (order := conn.recv()) is not None:
-        job.run(*order)
-        conn.send("done")
+        conn.send(job.run(*order, compute))
 
 
 class JobProcess:
     """Handle on one job process (one SDK client each: no GIL shared between jobs)."""
 
-    def __init__(self, base_url: str, base_model: str, seed: int, args: argparse.Namespace) -> None:
+    def __init__(self, base_url: str, base_model: str, seed: int, args: argparse.Namespace, compute) -> None:
         self.conn, child = multiprocessing.get_context("spawn").Pipe()
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=_job_main, args=(child, base_url, base_model, seed, args), daemon=True)
+            target=_job_main, args=(child, base_url, base_model, seed, args, compute), daemon=True)
         self.proc.start()
 
     def ready(self) -> None:
         if self.conn.recv() != "ready":
             raise SystemExit("a job process failed to start")
 
-    def start(self, steps: int, latency_s: float) -> None:
-        self.conn.send((steps, latency_s))
+    def start(self, steps: int, factor: float) -> None:
+        self.conn.send((steps, factor))
 
-    def wait(self) -> None:
-        if self.conn.recv() != "done":
+    def wait(self) -> float:
+        """The job's total reward wait in the run it was started on."""
+        waited = self.conn.recv()
+        if not isinstance(waited, float):
             raise SystemExit("a job process failed")
+        return waited
 
     def close(self) -> None:
         self.conn.send(None)
         self.proc.join(timeout=60)
 
 
-def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packed: bool,
+def measure(port: int, jobs: list[JobProcess], steps: int, factor: float, packed: bool,
             cycle_s: float = 0.0) -> Mode:
     """Wall and engine-busy time of the jobs' steps, one job after another or all at once.
 
@@ -161,51 +247,123 @@ def measure(port: int, jobs: list[JobProcess], steps: int, latency: float, packe
     includes the ramp at both ends, when fewer than N jobs have work: at the start all jobs await
     their first rewards together, at the end the last job's final reward wait has no company.
     """
-    busy0, t0 = busy_seconds(port), time.perf_counter()
+    busy0, t0, m0 = busy_seconds(port), time.perf_counter(), time.monotonic()
+    total = len(jobs) * steps
     if not packed:
+        waited = 0.0
         for job in jobs:
-            job.start(steps, latency)
-            job.wait()
-        return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0)
+            job.start(steps, factor)
+            waited += job.wait()
+        return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0, steps=total,
+                    reward_wait_s=waited, window=(m0, time.monotonic()))
     for job in jobs:
-        job.start(steps, latency)
+        job.start(steps, factor)
     time.sleep(cycle_s)
     busy1, t1 = busy_seconds(port), time.perf_counter()
     multiprocessing.connection.wait([job.conn for job in jobs])  # the first job is done
     busy2, t2 = busy_seconds(port), time.perf_counter()
-    for job in jobs:
-        job.wait()
-    return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0,
-                steady_busy=(busy2 - busy1) / (t2 - t1))
+    waited = sum(job.wait() for job in jobs)
+    return Mode(wall_s=time.perf_counter() - t0, busy_s=busy_seconds(port) - busy0, steps=total,
+                reward_wait_s=waited, steady_busy=(busy2 - busy1) / (t2 - t1), window=(m0, time.monotonic()))
+
+
+def read_trace(path: Path, window: tuple[float, float]) -> list[dict]:
+    """The server's ``--op-trace`` lines of the operations that started inside ``window``."""
+    ops = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted((op for op in ops if window[0] <= op["started"] <= window[1]), key=lambda op: op["started"])
+
+
+def client_turnaround(ops: list[dict]) -> float:
+    """Median time from a job's sampler weights being saved to its next sample arriving: the SDK's
+    round trip between two of the job's operations, with nothing of the job's own in between."""
+    gaps, saved = [], {}
+    for op in ops:
+        if op["operation"] == "save_weights_for_sampler":
+            saved[op["job"]] = op["started"] + op["seconds"]
+        elif op["operation"] == "sample" and op["job"] in saved:
+            gaps.append(op["enqueued"] - saved.pop(op["job"]))
+    return statistics.median(gaps) if gaps else 0.0
+
+
+def simulate_packed(durations: dict[str, list[float]], jobs: int, steps: int, factor: float, turnaround_s: float,
+                    seed: int) -> tuple[float, float]:
+    """(whole-run, steady-state) engine busy of the packed loop on an ideal server.
+
+    The engine runs the same operations (each duration drawn from ``durations``, the run's measured
+    ones), round robin over the jobs with ready work, with no time of its own between operations;
+    each job's loop is the benchmark's: sample, reward wait of ``factor`` x the mean compute per
+    step, forward_backward + optim_step + sampler weights; ``turnaround_s`` of client time before
+    each of the job's two submissions.
+    """
+    rng = random.Random(seed)
+    compute = sum(statistics.mean(durations[name]) for name in STEP_OPERATIONS)
+    train_ops = STEP_OPERATIONS[1:]
+    ready: list[list[tuple[str, float]]] = [[("sample", 0.0)] for _ in range(jobs)]
+    done_steps, finished = [0] * jobs, [0.0] * jobs
+    rotation, clock, busy, runs = list(range(jobs)), 0.0, 0.0, []
+    while any(ready):
+        job = next((j for j in rotation if ready[j] and ready[j][0][1] <= clock), None)
+        if job is None:
+            clock = min(queue[0][1] for queue in ready if queue)
+            continue
+        rotation.remove(job)
+        rotation.append(job)
+        name, _ = ready[job].pop(0)
+        seconds = rng.choice(durations[name])
+        runs.append((clock, clock + seconds))
+        clock += seconds
+        busy += seconds
+        if name == "sample":
+            ready[job] = [(op, clock + turnaround_s + factor * compute) for op in train_ops]
+        elif name == train_ops[-1]:
+            done_steps[job] += 1
+            if done_steps[job] < steps:
+                ready[job] = [("sample", clock + turnaround_s)]
+            else:
+                finished[job] = clock
+    steady_from, steady_to = (1 + factor) * compute + 2 * turnaround_s, min(finished)
+    steady = sum(max(0.0, min(end, steady_to) - max(start, steady_from)) for start, end in runs)
+    return busy / max(finished), steady / (steady_to - steady_from)
+
+
+def packed_bound(trace: Path, mode: Mode, jobs: int, steps: int, factor: float, runs: int = 200) -> dict[str, float]:
+    """What an ideal server would reach with this run's operation times and client turnaround.
+
+    On a shared machine the engine's operation times spread widely (coefficient of variation ~0.2
+    here, even for an engine alone in its process); at a reward wait of exactly twice the compute
+    the engine sits at the knee (N x compute = one job's cycle), where any spread leaves moments
+    with every job in its reward wait. The bound separates that from what the server costs.
+    """
+    ops = read_trace(trace, mode.window)
+    durations: dict[str, list[float]] = {name: [] for name in STEP_OPERATIONS}
+    for op in ops:
+        if op["operation"] in durations:
+            durations[op["operation"]].append(op["seconds"])
+    turnaround = client_turnaround(ops)
+    sims = [simulate_packed(durations, jobs, steps, factor, turnaround, seed) for seed in range(runs)]
+    spread = statistics.pstdev(durations["forward_backward"]) / statistics.mean(durations["forward_backward"])
+    return {"bound_busy": statistics.mean(whole for whole, _ in sims),
+            "bound_busy_steady": statistics.mean(steady for _, steady in sims),
+            "client_turnaround_s": turnaround, "forward_backward_cv": spread}
 
 
 @dataclass
 class Pair:
-    """One calibration and the sequential and packed runs that follow it."""
+    """A sequential run and the packed run right after it."""
 
-    compute_s: float  # engine compute per step, one job alone
-    step_s: float  # wall time per step, one job alone (compute plus client and HTTP time)
-    latency_s: float
     sequential: Mode
     packed: Mode
+    bound: dict[str, float]  # packed_bound of the packed run
 
     @property
     def ratio(self) -> float:
         return self.packed.wall_s / self.sequential.wall_s
 
     def ideal(self, jobs: int) -> float:
-        cycle = self.step_s + self.latency_s
-        return max(jobs * self.compute_s, cycle) / (jobs * cycle)
-
-
-def calibrate(port: int, job: JobProcess) -> tuple[float, float]:
-    """(engine compute, wall) per step of one job alone with no reward latency.
-
-    Per step of short runs: a single step after a pause reads slow (cold caches, sleeping threads),
-    which would set the latency above twice the steady compute. Median of three runs.
-    """
-    runs = [measure(port, [job], 3, 0.0, packed=False) for _ in range(3)]
-    return statistics.median(m.busy_s / 3 for m in runs), statistics.median(m.wall_s / 3 for m in runs)
+        """Packed wall over sequential wall if the engine never idled while a job had work: a job's
+        cycle (its step alone, reward wait included) or N steps' compute, whichever is longer."""
+        cycle = self.sequential.wall_s / self.sequential.steps
+        return max(jobs * self.sequential.compute_s, cycle) / (jobs * cycle)
 
 
 def fwdbwd_batch(vocab: int):
@@ -224,17 +382,19 @@ def fwdbwd_batch(vocab: int):
     return data
 
 
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
+def timed_with_busy(fn, busy: Callable[[], float], repeats: int) -> list[tuple[float, float]]:
+    """(wall, engine busy) seconds of each call, after one warm-up call."""
+    fn()
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        busy0, t0 = busy(), time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        out.append((wall, busy() - busy0))
     return out
 
 
-def inprocess_fwdbwd(base_model: str, repeats: int) -> list[float]:
+def inprocess_fwdbwd(base_model: str, repeats: int) -> list[tuple[float, float]]:
     """In a process of its own (no SDK threads competing for the GIL): the engine called directly."""
     from kubetune.engine import Engine, LoraSpec
     from kubetune.models.reference import load_base_model
@@ -243,47 +403,49 @@ def inprocess_fwdbwd(base_model: str, repeats: int) -> list[float]:
     engine = Engine(model, tokenizer, base_model=base_model)
     engine.create_model("local", LoraSpec(rank=8, seed=0))
     data = fwdbwd_batch(len(tokenizer))
-    return timed(lambda: engine.forward_backward("local", data, "cross_entropy"), repeats)
+    return timed_with_busy(lambda: engine.forward_backward("local", data, "cross_entropy"),
+                           lambda: engine.busy_seconds, repeats)
 
 
 def api_overhead(base_url: str, port: int, base_model: str, repeats: int) -> dict[str, float]:
-    """API overhead of one forward_backward (batch 8), two ways.
+    """API overhead of one forward_backward (batch 8) against the in-process engine call.
 
-    Paired (the reported overhead): for each call, the client's wall time minus the engine time the
-    server spent on that very call (its ``kubetune_engine_busy_seconds`` before and after; nothing
-    else runs). Machine speed drifts by tens of ms between minutes on shared machines; a per-call
-    difference cancels that drift. Unpaired, for reference: p50 of the calls through the server
-    against p50 of the same call on an engine in a process of its own, alternating rounds.
+    Overhead = API call wall - in-process call wall. The machine's speed drifts by tens of ms between
+    minutes on shared machines, far more than the overhead, so both sides are measured net of their
+    own compute: per call, wall time minus the engine's busy seconds during it (read from the
+    server's ``/metrics`` through the API, from the engine object in process). Through the API that
+    leaves the SDK, HTTP both ways, decoding, queueing and the poll's answer, plus what the engine
+    call does outside its compute (batch checks and padding); in process it leaves only the latter.
+    The overhead is the difference of the two p50s. Rounds alternate (3 x ``repeats`` calls each);
+    the raw p50s of both sides are reported too (unpaired: they move with the machine's speed).
     """
     import tinker
 
     service = tinker.ServiceClient(base_url=base_url, api_key=API_KEY)
     remote = service.create_lora_training_client(base_model=base_model, rank=8, seed=0).result()
     data = fwdbwd_batch(len(remote.get_tokenizer()))
-    remote.forward_backward(data, "cross_entropy").result()  # warm-up
-    api, local, paired = [], [], []
+    api: list[tuple[float, float]] = []
+    local: list[tuple[float, float]] = []
     for _ in range(3):
-        for _ in range(repeats):
-            busy0 = busy_seconds(port)
-            t0 = time.perf_counter()
-            remote.forward_backward(data, "cross_entropy").result()
-            wall = time.perf_counter() - t0
-            api.append(wall)
-            paired.append(wall - (busy_seconds(port) - busy0))
+        api += timed_with_busy(lambda: remote.forward_backward(data, "cross_entropy").result(),
+                               lambda: busy_seconds(port), repeats)
         out = subprocess.run([sys.executable, __file__, "--inprocess", base_model, "--overhead-repeats", str(repeats)],
                              check=True, capture_output=True, text=True).stdout
-        local += json.loads(out.strip().splitlines()[-1])
-    api_p50, local_p50 = statistics.median(api), statistics.median(local)
-    return {"api_p50_ms": api_p50 * 1e3, "inprocess_p50_ms": local_p50 * 1e3,
-            "unpaired_overhead_p50_ms": (api_p50 - local_p50) * 1e3,
-            "overhead_p50_ms": statistics.median(paired) * 1e3,
-            "overhead_p90_ms": statistics.quantiles(paired, n=10)[-1] * 1e3}
+        local += [(wall, busy) for wall, busy in json.loads(out.strip().splitlines()[-1])]
+    api_net = [wall - busy for wall, busy in api]
+    local_net = [wall - busy for wall, busy in local]
+    return {"api_p50_ms": statistics.median(w for w, _ in api) * 1e3,
+            "inprocess_p50_ms": statistics.median(w for w, _ in local) * 1e3,
+            "api_net_p50_ms": statistics.median(api_net) * 1e3,
+            "inprocess_net_p50_ms": statistics.median(local_net) * 1e3,
+            "overhead_p50_ms": (statistics.median(api_net) - statistics.median(local_net)) * 1e3,
+            "overhead_p90_ms": (statistics.quantiles(api_net, n=10)[-1] - statistics.median(local_net)) * 1e3}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=15, help="RL steps per job in each mode")
+    parser.add_argument("--steps", type=int, default=60, help="RL steps per job in each mode")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt")
     parser.add_argument("--prompt-tokens", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=24)
@@ -300,7 +462,8 @@ def main() -> None:
     os.environ.setdefault("TINKER_TELEMETRY", "0")
     workdir = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
     port = free_port()
-    server = start_server(args.base_model, workdir, port)
+    trace = workdir / "operations.jsonl"
+    server = start_server(args.base_model, workdir, port, extra_args=["--op-trace", str(trace)])
     base_url = f"http://127.0.0.1:{port}"
     try:
         caps = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -309,20 +472,25 @@ def main() -> None:
         # Overhead first: one client in this process, before the RL jobs' clients (and their
         # heartbeat threads) exist.
         overhead = api_overhead(base_url, port, base_model, args.overhead_repeats)
-        jobs = [JobProcess(base_url, base_model, seed, args) for seed in range(args.jobs)]
+        monitor = ComputeMonitor(port)
+        jobs = [JobProcess(base_url, base_model, seed, args, monitor.value) for seed in range(args.jobs)]
         for job in jobs:
             job.ready()
+        # Steps with no reward wait give the monitor its first window, then it follows the engine.
+        monitor.update()
+        measure(port, jobs[:1], 2 * monitor.window, 0.0, packed=False)
+        monitor.update()
+        monitor.start()
 
-        # Repeated pairs, each calibrated right before it and each sequential run right before its
-        # packed one: on a shared machine the speed drifts between minutes, so every ratio and busy
-        # fraction compares runs made close together with a latency set from the same minute.
+        # Repeated pairs, each sequential run right before its packed one.
         pairs = []
         for _ in range(args.repeats):
-            compute_s, step_s = calibrate(port, jobs[0])
-            latency_s = args.latency_factor * compute_s
-            pairs.append(Pair(compute_s, step_s, latency_s,
-                              measure(port, jobs, args.steps, latency_s, packed=False),
-                              measure(port, jobs, args.steps, latency_s, packed=True, cycle_s=step_s + latency_s)))
+            sequential = measure(port, jobs, args.steps, args.latency_factor, packed=False)
+            cycle_s = sequential.wall_s / sequential.steps  # one job's step alone, reward wait included
+            packed = measure(port, jobs, args.steps, args.latency_factor, packed=True, cycle_s=cycle_s)
+            pairs.append(Pair(sequential, packed,
+                              packed_bound(trace, packed, args.jobs, args.steps, args.latency_factor)))
+        monitor.stop()
         for job in jobs:
             job.close()
     finally:
@@ -333,29 +501,41 @@ def main() -> None:
     busy_packed = statistics.median(p.packed.busy_fraction for p in pairs)
     busy_sequential = statistics.median(p.sequential.busy_fraction for p in pairs)
     busy_steady = statistics.median(p.packed.steady_busy or 0.0 for p in pairs)
+    bound = statistics.median(p.bound["bound_busy"] for p in pairs)
+    bound_steady = statistics.median(p.bound["bound_busy_steady"] for p in pairs)
     print(f"{args.jobs} RL-shaped jobs x {args.steps} steps; group {args.group}, {args.max_tokens} new tokens; "
-          f"reward latency {args.latency_factor:g} x the engine compute per step, calibrated before each pair")
-    print(f"{'pair':<6}{'compute':>9}{'latency':>9}{'sequential s':>14}{'busy':>7}{'packed s':>10}{'busy':>7}"
-          f"{'steady':>8}{'ratio':>8}{'ideal':>8}")
+          f"reward latency {args.latency_factor:g} x the engine compute per step, measured live")
+    print(f"{'pair':<6}{'compute':>9}{'wait/c':>8}{'sequential s':>14}{'busy':>7}{'compute':>9}{'wait/c':>8}"
+          f"{'packed s':>10}{'busy':>7}{'steady':>8}{'bound':>7}{'steady':>8}{'ratio':>8}{'ideal':>8}")
     for index, p in enumerate(pairs, 1):
-        print(f"{index:<6}{p.compute_s * 1e3:>7.0f}ms{p.latency_s * 1e3:>7.0f}ms{p.sequential.wall_s:>14.2f}"
-              f"{p.sequential.busy_fraction:>7.0%}{p.packed.wall_s:>10.2f}{p.packed.busy_fraction:>7.0%}"
-              f"{p.packed.steady_busy or 0.0:>8.0%}{p.ratio:>8.3f}{p.ideal(args.jobs):>8.3f}")
-    print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.0%} "
-          f"(steady state, all jobs running: {busy_steady:.0%})")
-    print(f"forward_backward batch 8: API overhead per call (wall - the server's engine time) p50 "
-          f"{overhead['overhead_p50_ms']:.1f} ms, p90 {overhead['overhead_p90_ms']:.1f} ms; unpaired: API p50 "
-          f"{overhead['api_p50_ms']:.1f} ms vs in-process p50 {overhead['inprocess_p50_ms']:.1f} ms")
+        seq, packed = p.sequential, p.packed
+        print(f"{index:<6}{seq.compute_s * 1e3:>7.0f}ms{seq.latency_factor:>8.2f}{seq.wall_s:>14.2f}"
+              f"{seq.busy_fraction:>7.0%}{packed.compute_s * 1e3:>7.0f}ms{packed.latency_factor:>8.2f}"
+              f"{packed.wall_s:>10.2f}{packed.busy_fraction:>7.1%}{packed.steady_busy or 0.0:>8.1%}"
+              f"{p.bound['bound_busy']:>7.1%}{p.bound['bound_busy_steady']:>8.1%}{p.ratio:>8.3f}{p.ideal(args.jobs):>8.3f}")
+    print(f"median: packed/sequential wall ratio {ratio:.3f} (ideal {ideal:.3f}), busy packed {busy_packed:.1%} "
+          f"(steady state, all jobs running: {busy_steady:.1%})")
+    print(f"bound (an ideal server with these operation times, forward_backward CV "
+          f"{statistics.median(p.bound['forward_backward_cv'] for p in pairs):.2f}, and client turnaround "
+          f"{statistics.median(p.bound['client_turnaround_s'] for p in pairs) * 1e3:.1f} ms): "
+          f"{bound:.1%} whole run, {bound_steady:.1%} steady state")
+    print(f"forward_backward batch 8: API overhead per call p50 {overhead['overhead_p50_ms']:.1f} ms, "
+          f"p90 {overhead['overhead_p90_ms']:.1f} ms (wall - engine compute: API p50 {overhead['api_net_p50_ms']:.1f} "
+          f"ms, in-process p50 {overhead['inprocess_net_p50_ms']:.1f} ms); raw walls: API p50 "
+          f"{overhead['api_p50_ms']:.1f} ms, in-process p50 {overhead['inprocess_p50_ms']:.1f} ms")
+
+    def mode(m: Mode) -> dict[str, float]:
+        return {"wall_s": round(m.wall_s, 2), "busy": round(m.busy_fraction, 3),
+                "compute_per_step_s": round(m.compute_s, 4), "reward_wait_over_compute": round(m.latency_factor, 3)}
+
     print(json.dumps({
         "jobs": args.jobs, "steps": args.steps, "ratio": round(ratio, 3), "ideal_ratio": round(ideal, 3),
         "busy_sequential": round(busy_sequential, 3), "busy_packed": round(busy_packed, 3),
-        "busy_packed_steady": round(busy_steady, 3),
-        "pairs": [{"compute_per_step_s": round(p.compute_s, 4), "step_alone_s": round(p.step_s, 4),
-                   "reward_latency_s": round(p.latency_s, 4), "sequential_wall_s": round(p.sequential.wall_s, 2),
-                   "packed_wall_s": round(p.packed.wall_s, 2), "ratio": round(p.ratio, 3),
-                   "busy_sequential": round(p.sequential.busy_fraction, 3),
-                   "busy_packed": round(p.packed.busy_fraction, 3),
-                   "busy_packed_steady": round(p.packed.steady_busy or 0.0, 3)} for p in pairs],
+        "busy_packed_steady": round(busy_steady, 3), "bound_busy": round(bound, 3),
+        "bound_busy_steady": round(bound_steady, 3),
+        "pairs": [{"sequential": mode(p.sequential), "packed": mode(p.packed), "ratio": round(p.ratio, 3),
+                   "busy_packed_steady": round(p.packed.steady_busy or 0.0, 3),
+                   **{k: round(v, 4) for k, v in p.bound.items()}} for p in pairs],
         **{k: round(v, 2) for k, v in overhead.items()},
     }))
 

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -25,7 +25,7 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def start_server(base_model: str, work: Path, port: int, timeout_s: float = 600.0,
-                 env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+                 env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Starts ``kubetune serve`` (checkpoints and log under ``work``) and waits until it is healthy.
 
     ``tiny`` may bootstrap the embedded model on first use, hence the long default timeout.
@@ -33,7 +33,7 @@ def start_server(base_model: str, work: Path, port: int, timeout_s: float = 600.
     kubetune = Path(sys.executable).with_name("kubetune")
     log = open(work / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([str(kubetune), "serve", "--base-model", base_model, "--host", "127.0.0.1",
-                             "--port", str(port), "--checkpoint-dir", str(work / "checkpoints")],
+                             "--port", str(port), "--checkpoint-dir", str(work / "checkpoints"), *extra_args],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
                             start_new_session=True)
     deadline = time.monotonic() + timeout_s

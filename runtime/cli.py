@@ -414,6 +414,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     keys_file: Path | None = typer.Option(None, "--keys-file", help="API keys: lines of '<tml-key> <tenant>' (or KUBETUNE_API_KEYS)."),
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Checkpoint store (default $KUBETUNE_HOME/checkpoints)."),
+    op_trace: Path | None = typer.Option(None, "--op-trace", help="Append one JSON line per engine operation (queued/started/seconds) to this file."),
 ) -> None:
     """Serve the Tinker training API for one base model; the official `tinker` SDK is the client."""
     from .api import build_service
@@ -422,7 +423,7 @@ def serve(
 
     with console.status(f"loading {base_model}…"):
         service = build_service(base_model, checkpoint_dir=checkpoint_dir or kubetune_home() / "checkpoints",
-                                keys_file=keys_file)
+                                keys_file=keys_file, op_trace=op_trace)
     console.print(f"serving [bold]{service.config.base_model}[/] on http://{host}:{port} "
                   f"(checkpoints in {service.store.root})")
     run_server(service, host=host, port=port)

@@ -127,6 +127,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         seq_gap_timeout_seconds=2.0,
         max_request_bytes=1 << 20,
         fwdbwd_max_chunk_len=2,  # batches of 3+ datums arrive as concurrent, out-of-order chunks
+        op_trace=root / "operations.jsonl",
     )
     service = TinkerService(Engine(model, tokenizer, base_model=str(model_dir)), config)
     with running_server(service, start_timeout_s=30) as url:

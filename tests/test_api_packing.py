@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import tinker
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 from tinker import types
@@ -16,6 +18,31 @@ from kubetune.api.scheduler import Operation, Scheduler
 from kubetune.engine.errors import UserError
 
 from conftest import ApiServer, sft_datum
+
+
+def test_operation_trace_is_the_engine_timeline(api_server: ApiServer) -> None:
+    """``--op-trace``: one line per finished operation, in the order the single worker ran them."""
+    trace = api_server.service.config.op_trace
+    client = api_server.client("bob")
+    trainer = client.create_lora_training_client(str(api_server.model_dir), rank=2, seed=107).result()
+    trainer.forward_backward([sft_datum([2, 10, 11, 12, 1], 2)], "cross_entropy").result()
+    with pytest.raises(tinker.RequestFailedError, match="outside the model's vocabulary"):
+        trainer.forward_backward([sft_datum([2, 10, 10**6, 1], 2)], "cross_entropy").result()
+    trainer.optim_step(types.AdamParams(learning_rate=1e-2)).result()
+    sampler = trainer.save_weights_and_get_sampling_client().result()
+    sampler.sample(types.ModelInput.from_ints([2, 10]), 1, types.SamplingParams(max_tokens=2)).result()
+    client.close("success").result()
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    mine = [(op["operation"], op["outcome"]) for op in lines if op["job"] == trainer.model_id]
+    assert mine == [("create_model", "ok"), ("forward_backward", "ok"), ("forward_backward", "user_error"), ("optim_step", "ok"),
+                    ("save_weights_for_sampler", "ok"), ("sample", "ok")]
+    assert all(op["enqueued"] <= op["started"] and op["seconds"] >= 0 for op in lines)
+    runs: dict[float, float] = {}  # a sampling batch's requests share one start and split its time
+    for op in lines:
+        runs[op["started"]] = runs.get(op["started"], 0.0) + op["seconds"]
+    starts = sorted(runs)
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        assert earlier + runs[earlier] <= later + 1e-5  # one worker: runs never overlap
 
 
 def run_job(api_server: ApiServer, tenant: str, seed: int) -> dict[str, torch.Tensor]:

@@ -88,6 +88,28 @@ def test_jobs_train_independently_bit_for_bit(engine) -> None:
     assert not _equal(b_before, b_after_one)
 
 
+def test_a_batch_prepared_ahead_runs_like_forward_backward(engine) -> None:
+    """The server checks and pads a batch on the request's thread, before the job's turn: that is no
+    engine work, and running the batch later changes the job exactly as forward_backward would."""
+    ahead = engine.create_model("ahead", LoraSpec(rank=4, seed=3))
+    direct = engine.create_model("direct", LoraSpec(rank=4, seed=3))
+    busy = engine.busy_seconds
+    prepared = engine.prepare(_batch(7), "cross_entropy")
+    assert engine.busy_seconds == busy
+    assert all(p.grad is None for p in ahead.params)
+    engine.forward_backward("ahead", _batch(8))  # another step between preparing and running
+    engine.forward_backward("direct", _batch(8))
+    out = engine.run_prepared("ahead", prepared)
+    expected = engine.forward_backward("direct", _batch(7), "cross_entropy")
+    assert out.metrics == expected.metrics
+    assert [o["logprobs"].data for o in out.loss_fn_outputs] == [o["logprobs"].data for o in expected.loss_fn_outputs]
+    assert _equal([p.grad for p in ahead.params], [p.grad for p in direct.params])
+    with pytest.raises(UserError, match="outside the model's vocabulary"):
+        engine.prepare([types.Datum(model_input=types.ModelInput.from_ints([3, VOCAB + 5]),
+                                    loss_fn_inputs={"target_tokens": [4, 5], "weights": [1.0, 1.0]})])
+    assert engine.busy_seconds > busy
+
+
 def test_same_seed_same_init_different_seed_differs(engine) -> None:
     a = engine.create_model("a", LoraSpec(rank=4, seed=7))
     b = engine.create_model("b", LoraSpec(rank=4, seed=7))

@@ -38,6 +38,9 @@ class ServerConfig:
         external_url_ttl_seconds: How long a signed download URL stays valid.
         max_sample_batch: Most sampled rows (prompts × samples) one engine batch answers when
             queued sampling requests are batched; 1 turns batching off (docs/server.md).
+        op_trace: File to append one JSON line to per finished engine operation (job, operation,
+            when it was queued, started and finished on the monotonic clock, outcome): the timeline
+            that shows where the engine idles. ``None``: no trace.
     """
 
     base_model: str
@@ -54,6 +57,7 @@ class ServerConfig:
     fwdbwd_max_chunk_len: int = 1024
     url_signing_secret: str | None = field(default=None, repr=False)  # never in logs
     external_url_ttl_seconds: float = 3600.0
+    op_trace: Path | None = None
 
     def accepts_base_model(self, name: str | None) -> bool:
         return name is None or name == self.base_model or name in self.aliases

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..engine import Engine
 from .app import create_app
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def build_service(base_model_ref: str, *, checkpoint_dir: Path, keys_file: Path | None = None,
-                  **settings: float | int) -> TinkerService:
+                  **settings: Any) -> TinkerService:
     """Loads the model named by ``base_model_ref`` and wraps it in a service.
 
     The advertised model name is what clients pass to ``AutoTokenizer.from_pretrained``: the model's
@@ -36,7 +37,7 @@ def build_service(base_model_ref: str, *, checkpoint_dir: Path, keys_file: Path 
         checkpoint_dir=checkpoint_dir,
         api_keys=load_keys(keys_file, os.environ.get(KEYS_ENV)),
         url_signing_secret=os.environ.get(SECRET_ENV) or None,  # shared by replicas behind one address
-        **settings,  # type: ignore[arg-type]
+        **settings,
     )
     return TinkerService(engine, config)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tinker import types
 
-from ..engine import Engine, LoraSpec
+from ..engine import Engine, LoraSpec, PreparedBatch
 from ..engine.errors import UnknownModelError, UserError
 from ..engine.sampler import MAX_SAMPLES_PER_REQUEST
 from . import requests as rq
@@ -67,12 +67,16 @@ class TinkerService:
         self.arch = getattr(getattr(engine.peft.get_base_model(), "config", None), "model_type", None)
         self._snapshots: dict[str, deque[str]] = defaultdict(deque)  # model_id -> snapshot sampler ids
         self.stability = StabilityRecords()  # stable_reinforce: what record_stability_info samples drew
+        # Written by the worker thread only, one line per operation, flushed per line.
+        self._op_trace = open(config.op_trace, "a", buffering=1) if config.op_trace else None  # noqa: SIM115
 
     def start(self) -> None:
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
+        if self._op_trace is not None:
+            self._op_trace.close()
 
     # ============================================================== helpers
     def submit(self, tenant: str, operation: str, job: str, run: Callable[[], Result], *,
@@ -94,6 +98,12 @@ class TinkerService:
 
     def _operation_done(self, op: Operation, wait: float, run: float, result: Result) -> None:
         self.metrics.operation_done(op, wait, run, result)
+        if self._op_trace is not None:
+            # seconds: the operation's engine time (a sampling batch's time split among its requests)
+            started = op.enqueued + wait
+            self._op_trace.write(json.dumps({"job": op.job, "operation": op.name, "enqueued": round(op.enqueued, 6),
+                                             "started": round(started, 6), "seconds": round(run, 6),
+                                             "outcome": outcome_of(result)}) + "\n")
 
     # ============================================================= sessions
     def create_session(self, tenant: str, req: rq.CreateSession) -> dict[str, Any]:
@@ -188,22 +198,24 @@ class TinkerService:
         except UserError as exc:
             return self.failed(tenant, "forward_backward", exc)
         operation = "forward" if header.forward_only else "forward_backward"
+        # Checked and padded here, on the request's thread, while the engine computes other jobs'
+        # operations: the engine's turn then holds only the compute. A bad batch still takes its
+        # seq_id turn and fails then, so the job's later requests run in order.
         try:
             data = wire.datums(message)
-            config = wire.loss_config(message)
-            problem: UserError | None = None
+            if header.loss_fn == "stable_reinforce":
+                # the sequences' records exist: the client learnt their ids from completed samples
+                self._attach_sampling_records(tenant, model.session_id, data)
+            prepared: PreparedBatch | UserError = self.engine.prepare(data, header.loss_fn, wire.loss_config(message))
         except UserError as exc:
-            data, config, problem = [], {}, exc
+            prepared = exc
 
         def run() -> Result:
-            if problem is not None:
-                raise problem
-            if header.loss_fn == "stable_reinforce":
-                self._attach_sampling_records(tenant, model.session_id, data)
-            out = self.engine.forward_backward(header.model_id, data, header.loss_fn, config,
-                                               forward_only=header.forward_only)
+            if isinstance(prepared, UserError):
+                raise prepared
+            out = self.engine.run_prepared(header.model_id, prepared, forward_only=header.forward_only)
             if not header.forward_only:
-                self.metrics.trained(header.model_id, sum(d.model_input.length for d in data))
+                self.metrics.trained(header.model_id, sum(prepared.batch.lengths))
             return ProtoResult(wire.encode_forward_backward_output(out))
 
         return self.submit(tenant, operation, header.model_id, run, seq_id=header.seq_id)

@@ -20,7 +20,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,9 @@ from tinker import types
 from ..checkpoint import TrainingState, read_sampler_config, read_state, write_sampler_weights, write_state
 from . import sampler
 from .adapters import Job, LoraSpec, linear_layers, target_modules
-from .batch import check_token_ids, collate, tokens_of
+from .batch import Batch, check_token_ids, collate, tokens_of
 from .errors import UnknownModelError, UserError
-from .losses import get_loss
+from .losses import LossSpec, get_loss
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ DEFAULT_LORA_ALPHA = 32.0
 # Sampler adapters loaded from disk, kept for reuse; an RL loop publishes a new snapshot every step,
 # so the least recently used ones are unloaded beyond this many.
 MAX_SAMPLER_ADAPTERS = 8
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A forward_backward batch checked against its loss and padded (:meth:`Engine.prepare`)."""
+
+    loss: LossSpec
+    config: dict[str, float]
+    batch: Batch
 
 
 class Engine:
@@ -164,10 +173,24 @@ class Engine:
         forward_only: bool = False,
     ) -> types.ForwardBackwardOutput:
         """Computes the loss and (unless ``forward_only``) adds its gradient to the job's accumulators."""
+        return self.run_prepared(model_id, self.prepare(data, loss_fn, loss_fn_config), forward_only=forward_only)
+
+    def prepare(self, data: Sequence[types.Datum], loss_fn: str = "cross_entropy",
+                loss_fn_config: Mapping[str, float] | None = None) -> PreparedBatch:
+        """Checks a batch against its loss and pads it, touching no engine state.
+
+        Safe on any thread: a server prepares a request's batch while the engine computes another
+        job's, so the engine's turn holds only the compute (see :meth:`run_prepared`).
+        """
         loss = get_loss(loss_fn)
         config = dict(loss_fn_config or {})
         loss.check_config(loss_fn, config)
-        batch = collate(data, loss, self.vocab_size, self.max_length)
+        return PreparedBatch(loss, config, collate(data, loss, self.vocab_size, self.max_length))
+
+    def run_prepared(self, model_id: str, prepared: PreparedBatch, *,
+                     forward_only: bool = False) -> types.ForwardBackwardOutput:
+        """:meth:`forward_backward` of a batch from :meth:`prepare`."""
+        loss, config, batch = prepared.loss, prepared.config, prepared.batch
         with self._operation():
             job = self._job(model_id)
             with self._adapter(job.metadata["adapter"]), torch.set_grad_enabled(not forward_only):
