@@ -72,12 +72,21 @@ class Mode:
         return self.reward_wait_s / self.busy_s
 
 
+def metrics_text(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def sample_value(text: str, sample: str) -> float | None:
+    """The value of one sample (a regex for its name and labels) in Prometheus text, if present."""
+    match = re.search(rf"^{sample} ([0-9.e+-]+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
 def busy_seconds(port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    match = re.search(r"^kubetune_engine_busy_seconds(?:_total)? ([0-9.e+-]+)$", text, re.M)
-    if not match:
+    busy = sample_value(metrics_text(port), r"kubetune_engine_busy_seconds(?:_total)?")
+    if busy is None:
         raise SystemExit("the server's /metrics has no kubetune_engine_busy_seconds")
-    return float(match.group(1))
+    return busy
 
 
 STEP_OPERATIONS = ("sample", "forward_backward", "optim_step", "save_weights_for_sampler")  # once per step
@@ -85,13 +94,13 @@ STEP_OPERATIONS = ("sample", "forward_backward", "optim_step", "save_weights_for
 
 def operation_totals(port: int) -> dict[str, tuple[int, float]]:
     """(count, seconds) of the finished operations of each kind an RL step runs, from /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    text = metrics_text(port)
     totals = {}
     for name in STEP_OPERATIONS:
-        count = re.search(rf'^kubetune_operation_seconds_count\{{operation="{name}"\}} ([0-9.e+-]+)$', text, re.M)
-        seconds = re.search(rf'^kubetune_operation_seconds_sum\{{operation="{name}"\}} ([0-9.e+-]+)$', text, re.M)
-        if count and seconds:
-            totals[name] = (int(float(count.group(1))), float(seconds.group(1)))
+        count = sample_value(text, rf'kubetune_operation_seconds_count\{{operation="{name}"\}}')
+        seconds = sample_value(text, rf'kubetune_operation_seconds_sum\{{operation="{name}"\}}')
+        if count is not None and seconds is not None:
+            totals[name] = (int(count), seconds)
     return totals
 
 
