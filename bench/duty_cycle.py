@@ -16,6 +16,7 @@ engine in process: each side's wall time net of its engine compute, compared (se
     python bench/duty_cycle.py                    # N = 3, the embedded tiny model, 60 steps per job
     python bench/duty_cycle.py --steps 30         # half the time; the ramps weigh ~2.5 % of a run
     python bench/duty_cycle.py --jobs 4 --steps 8 --base-model /path/to/model
+    python bench/duty_cycle.py --steps 30 --server-env GOMP_SPINCOUNT=1000   # a server setting to compare
 
 Prints a table and, as its last line, one JSON object with every number.
 """
@@ -451,6 +452,17 @@ def api_overhead(base_url: str, port: int, base_model: str, repeats: int) -> dic
             "overhead_p90_ms": (statistics.quantiles(api_net, n=10)[-1] - statistics.median(local_net)) * 1e3}
 
 
+def server_env(assignments: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a mapping; a malformed one stops the benchmark before it starts."""
+    env = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--server-env expects NAME=VALUE, got {assignment!r}")
+        env[name] = value
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3)
@@ -462,6 +474,8 @@ def main() -> None:
     parser.add_argument("--base-model", default="tiny")
     parser.add_argument("--overhead-repeats", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="sequential/packed pairs; medians are reported")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for the server process only (repeatable), e.g. GOMP_SPINCOUNT=10000")
     parser.add_argument("--inprocess", metavar="MODEL", help=argparse.SUPPRESS)  # worker of api_overhead
     args = parser.parse_args()
     if args.inprocess:
@@ -472,7 +486,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
     port = free_port()
     trace = workdir / "operations.jsonl"
-    server = start_server(args.base_model, workdir, port, extra_args=["--op-trace", str(trace)])
+    server = start_server(args.base_model, workdir, port, env={**os.environ, **server_env(args.server_env)},
+                          extra_args=["--op-trace", str(trace)])
     base_url = f"http://127.0.0.1:{port}"
     try:
         caps = json.loads(urllib.request.urlopen(urllib.request.Request(

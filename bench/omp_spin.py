@@ -1,0 +1,92 @@
+"""Engine speed under different libgomp spin counts, measured in turns (the machine's drift cancels).
+
+libgomp (torch's OpenMP runtime on CPU) lets a pool thread busy-wait after each parallel region
+(``GOMP_SPINCOUNT``, 300,000 spins by default; 0 with ``OMP_WAIT_POLICY=PASSIVE``). A shorter spin
+frees the core sooner for other threads (in ``kubetune serve``: the HTTP event loop), at the price
+of waking the pool thread for the next region. One engine process per spin count, all loaded at
+once; each turn runs one ``forward_backward`` (8 x 64 tokens, LoRA rank 8) and one ``sample``
+(4 x 24 tokens) in one process, the processes taking turns in alternating order.
+
+    python bench/omp_spin.py                       # 300000 (default) vs 10000 vs 1000 vs 0
+    python bench/omp_spin.py --spins 300000,0 --turns 30
+
+Prints per-variant medians and the median ratio of each variant's time to the first's, turn by turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+WORKER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from duty_cycle import fwdbwd_batch
+from kubetune.engine import Engine, LoraSpec
+from kubetune.models.reference import load_base_model
+from tinker import types
+
+model, tokenizer = load_base_model(sys.argv[2])
+engine = Engine(model, tokenizer, base_model=sys.argv[2])
+engine.create_model("m", LoraSpec(rank=8, seed=0))
+data = fwdbwd_batch(len(tokenizer))
+params = types.SamplingParams(max_tokens=24, temperature=1.0, stop=[])
+prompt = list(range(4, 52))
+for _ in range(3):
+    engine.forward_backward("m", data, "cross_entropy")
+    engine.sample(prompt, 4, params, model_id="m")
+print("ready", flush=True)
+for _ in sys.stdin:
+    t0 = time.perf_counter()
+    engine.forward_backward("m", data, "cross_entropy")
+    t1 = time.perf_counter()
+    engine.sample(prompt, 4, params, model_id="m")
+    print(t1 - t0, time.perf_counter() - t1, flush=True)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spins", default="300000,10000,1000,0", help="GOMP_SPINCOUNT values; the first is the reference")
+    parser.add_argument("--turns", type=int, default=30)
+    parser.add_argument("--base-model", default="tiny")
+    args = parser.parse_args()
+    spins = args.spins.split(",")
+    bench_dir = str(Path(__file__).resolve().parent)
+    workers = {}
+    for spin in spins:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"GOMP_SPINCOUNT": spin}
+        workers[spin] = subprocess.Popen([sys.executable, "-c", WORKER, bench_dir, args.base_model], env=env, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for spin, worker in workers.items():
+            if worker.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise SystemExit(f"the engine process with GOMP_SPINCOUNT={spin} failed to start")
+        times: dict[str, list[tuple[float, float]]] = {spin: [] for spin in spins}
+        for turn in range(args.turns):
+            for spin in spins if turn % 2 == 0 else spins[::-1]:
+                worker = workers[spin]
+                worker.stdin.write("go\n")  # type: ignore[union-attr]
+                worker.stdin.flush()  # type: ignore[union-attr]
+                fwdbwd, sample = map(float, worker.stdout.readline().split())  # type: ignore[union-attr]
+                times[spin].append((fwdbwd, sample))
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()  # type: ignore[union-attr]
+            worker.wait(timeout=60)
+    reference = times[spins[0]]
+    print(f"{'GOMP_SPINCOUNT':>14}{'fwd/bwd p50':>13}{'sample p50':>12}{'fwd/bwd ratio':>15}{'sample ratio':>14}")
+    for spin in spins:
+        runs = times[spin]
+        ratio_fb = statistics.median(a[0] / b[0] for a, b in zip(runs, reference, strict=True))
+        ratio_sample = statistics.median(a[1] / b[1] for a, b in zip(runs, reference, strict=True))
+        print(f"{spin:>14}{statistics.median(r[0] for r in runs) * 1e3:>10.1f} ms"
+              f"{statistics.median(r[1] for r in runs) * 1e3:>9.1f} ms{ratio_fb:>15.3f}{ratio_sample:>14.3f}")
+
+
+if __name__ == "__main__":
+    main()
