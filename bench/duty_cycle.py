@@ -404,15 +404,20 @@ def timed_with_busy(fn, busy: Callable[[], float], repeats: int) -> list[tuple[f
     return out
 
 
-def inprocess_fwdbwd(base_model: str, repeats: int) -> list[tuple[float, float]]:
-    """In a process of its own (no SDK threads competing for the GIL): the engine called directly."""
+def local_engine(base_model: str, model_id: str = "local"):
+    """An engine in this process with one rank-8 job ``model_id``, and the batch to time on it."""
     from kubetune.engine import Engine, LoraSpec
     from kubetune.models.reference import load_base_model
 
     model, tokenizer = load_base_model(base_model)
     engine = Engine(model, tokenizer, base_model=base_model)
-    engine.create_model("local", LoraSpec(rank=8, seed=0))
-    data = fwdbwd_batch(len(tokenizer))
+    engine.create_model(model_id, LoraSpec(rank=8, seed=0))
+    return engine, fwdbwd_batch(len(tokenizer))
+
+
+def inprocess_fwdbwd(base_model: str, repeats: int) -> list[tuple[float, float]]:
+    """In a process of its own (no SDK threads competing for the GIL): the engine called directly."""
+    engine, data = local_engine(base_model)
     return timed_with_busy(lambda: engine.forward_backward("local", data, "cross_entropy"),
                            lambda: engine.busy_seconds, repeats)
 

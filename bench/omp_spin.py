@@ -20,33 +20,28 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+import time
 
-WORKER = r"""
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from duty_cycle import fwdbwd_batch
-from kubetune.engine import Engine, LoraSpec
-from kubetune.models.reference import load_base_model
-from tinker import types
+from duty_cycle import local_engine
 
-model, tokenizer = load_base_model(sys.argv[2])
-engine = Engine(model, tokenizer, base_model=sys.argv[2])
-engine.create_model("m", LoraSpec(rank=8, seed=0))
-data = fwdbwd_batch(len(tokenizer))
-params = types.SamplingParams(max_tokens=24, temperature=1.0, stop=[])
-prompt = list(range(4, 52))
-for _ in range(3):
-    engine.forward_backward("m", data, "cross_entropy")
-    engine.sample(prompt, 4, params, model_id="m")
-print("ready", flush=True)
-for _ in sys.stdin:
-    t0 = time.perf_counter()
-    engine.forward_backward("m", data, "cross_entropy")
-    t1 = time.perf_counter()
-    engine.sample(prompt, 4, params, model_id="m")
-    print(t1 - t0, time.perf_counter() - t1, flush=True)
-"""
+
+def worker(base_model: str) -> None:
+    """One engine process: times one forward_backward and one sample per line read from stdin."""
+    from tinker import types
+
+    engine, data = local_engine(base_model)
+    params = types.SamplingParams(max_tokens=24, temperature=1.0, stop=[])
+    prompt = list(range(4, 52))
+    for _ in range(3):  # warm-up
+        engine.forward_backward("local", data, "cross_entropy")
+        engine.sample(prompt, 4, params, model_id="local")
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        engine.forward_backward("local", data, "cross_entropy")
+        t1 = time.perf_counter()
+        engine.sample(prompt, 4, params, model_id="local")
+        print(t1 - t0, time.perf_counter() - t1, flush=True)
 
 
 def main() -> None:
@@ -54,30 +49,34 @@ def main() -> None:
     parser.add_argument("--spins", default="300000,10000,1000,0", help="GOMP_SPINCOUNT values; the first is the reference")
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--base-model", default="tiny")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one engine process
     args = parser.parse_args()
+    if args.worker:
+        worker(args.base_model)
+        return
     spins = args.spins.split(",")
-    bench_dir = str(Path(__file__).resolve().parent)
     workers = {}
     for spin in spins:
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"GOMP_SPINCOUNT": spin}
-        workers[spin] = subprocess.Popen([sys.executable, "-c", WORKER, bench_dir, args.base_model], env=env, text=True,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        workers[spin] = subprocess.Popen([sys.executable, __file__, "--worker", "--base-model", args.base_model],
+                                         env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL)
     try:
-        for spin, worker in workers.items():
-            if worker.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+        for spin, process in workers.items():
+            if process.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
                 raise SystemExit(f"the engine process with GOMP_SPINCOUNT={spin} failed to start")
         times: dict[str, list[tuple[float, float]]] = {spin: [] for spin in spins}
         for turn in range(args.turns):
             for spin in spins if turn % 2 == 0 else spins[::-1]:
-                worker = workers[spin]
-                worker.stdin.write("go\n")  # type: ignore[union-attr]
-                worker.stdin.flush()  # type: ignore[union-attr]
-                fwdbwd, sample = map(float, worker.stdout.readline().split())  # type: ignore[union-attr]
+                process = workers[spin]
+                process.stdin.write("go\n")  # type: ignore[union-attr]
+                process.stdin.flush()  # type: ignore[union-attr]
+                fwdbwd, sample = map(float, process.stdout.readline().split())  # type: ignore[union-attr]
                 times[spin].append((fwdbwd, sample))
     finally:
-        for worker in workers.values():
-            worker.stdin.close()  # type: ignore[union-attr]
-            worker.wait(timeout=60)
+        for process in workers.values():
+            process.stdin.close()  # type: ignore[union-attr]
+            process.wait(timeout=60)
     reference = times[spins[0]]
     print(f"{'GOMP_SPINCOUNT':>14}{'fwd/bwd p50':>13}{'sample p50':>12}{'fwd/bwd ratio':>15}{'sample ratio':>14}")
     for spin in spins:
