@@ -15,20 +15,17 @@ import json
 import time
 from pathlib import Path
 
-from record import machine, record_section, today
+from common import ROOT, machine, record_section, script_parser, tiny_base_model, today
 
 from kubetune.api.embedded import embedded_server
-from kubetune.models.bootstrap import bootstrap_tiny_model
-from kubetune.models.reference import tiny_model_dir
 from kubetune.recipes import DPOConfig, PPOConfig, SFTConfig, run_dpo, run_ppo, run_sft
 from kubetune.tasks.text2sql import build_dataset
 
 SPLITS = ("heldout_values", "heldout_paraphrase", "heldout_database")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "learn")
     parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--ppo-steps", type=int, default=150)
@@ -41,22 +38,25 @@ def main() -> None:
     started = time.perf_counter()
     data = args.workdir / "data"
     build_dataset(data, seed=args.seed)
-    boot = bootstrap_tiny_model(tiny_model_dir(), seed=args.seed)
+    boot = tiny_base_model(args.seed)
     print(f"base model {boot.path}: {boot.params / 1e6:.2f} M parameters "
           f"({'cached' if boot.cache_hit else f'pretrained in {boot.build_seconds:.0f} s'})", flush=True)
-    common = dict(data_dir=data, eval_examples=args.eval_examples, eval_splits=SPLITS, seed=args.seed, save_every=0)
+    common = dict(data_dir=data, eval_examples=args.eval_examples, eval_splits=SPLITS, seed=args.seed,
+                  save_every=0)
     with embedded_server(str(boot.path), checkpoint_dir=args.workdir / "checkpoints") as server:
         remote = dict(base_url=server.url, base_model=server.model_name)
         t = time.perf_counter()
-        sft = run_sft(SFTConfig(out_dir=args.workdir / "sft", steps=args.sft_steps, **remote, **common), log=_log("sft"))
+        sft = run_sft(SFTConfig(out_dir=args.workdir / "sft", steps=args.sft_steps, **remote, **common),
+                      log=_log("sft"))
         sft_wall = time.perf_counter() - t
         t = time.perf_counter()
-        ppo = run_ppo(PPOConfig(out_dir=args.workdir / "ppo", init_state=sft["state_path"], steps=args.ppo_steps,
-                                **remote, **common), log=_log("ppo"))
+        ppo = run_ppo(PPOConfig(out_dir=args.workdir / "ppo", init_state=sft["state_path"],
+                                steps=args.ppo_steps, **remote, **common), log=_log("ppo"))
         ppo_wall = time.perf_counter() - t
         t = time.perf_counter()
-        dpo = run_dpo(DPOConfig(out_dir=args.workdir / "dpo", init_state=sft["state_path"], steps=args.dpo_steps,
-                                gold_fallback=True, **remote, **common), log=_log("dpo"))
+        dpo = run_dpo(DPOConfig(out_dir=args.workdir / "dpo", init_state=sft["state_path"],
+                                steps=args.dpo_steps, gold_fallback=True, **remote, **common),
+                      log=_log("dpo"))
         dpo_wall = time.perf_counter() - t
 
     stages = {"SFT": (sft, sft_wall, f"{args.sft_steps} steps × 16 pairs"),
@@ -82,7 +82,8 @@ def _log(stage: str):
 
 
 def _table(stages: dict, n: int) -> str:
-    lines = [f"| stage | training | {' | '.join(SPLITS)} | wall (s) |", "|---|---|" + "---|" * len(SPLITS) + "---|"]
+    lines = [f"| stage | training | {' | '.join(SPLITS)} | wall (s) |",
+             "|---|---|" + "---|" * len(SPLITS) + "---|"]
     for name, (result, wall, what) in stages.items():
         accuracies = " | ".join(f"{result['eval'][s]['accuracy']:.3f}" for s in SPLITS)
         lines.append(f"| {name} | {what} | {accuracies} | {wall:.0f} |")

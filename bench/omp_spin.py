@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from duty_cycle import local_engine
+from common import local_engine, script_parser
 
 
 def worker(base_model: str) -> None:
@@ -45,8 +45,9 @@ def worker(base_model: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spins", default="300000,10000,1000,0", help="GOMP_SPINCOUNT values; the first is the reference")
+    parser = script_parser(__doc__)
+    parser.add_argument("--spins", default="300000,10000,1000,0",
+                        help="GOMP_SPINCOUNT values; the first is the reference")
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--base-model", default="tiny")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one engine process
@@ -58,9 +59,9 @@ def main() -> None:
     workers = {}
     for spin in spins:
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"GOMP_SPINCOUNT": spin}
-        workers[spin] = subprocess.Popen([sys.executable, __file__, "--worker", "--base-model", args.base_model],
-                                         env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL)
+        workers[spin] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--base-model", args.base_model],
+            env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         for spin, process in workers.items():
             if process.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
@@ -78,7 +79,8 @@ def main() -> None:
             process.stdin.close()  # type: ignore[union-attr]
             process.wait(timeout=60)
     reference = times[spins[0]]
-    print(f"{'GOMP_SPINCOUNT':>14}{'fwd/bwd p50':>13}{'sample p50':>12}{'fwd/bwd ratio':>15}{'sample ratio':>14}")
+    print(f"{'GOMP_SPINCOUNT':>14}{'fwd/bwd p50':>13}{'sample p50':>12}{'fwd/bwd ratio':>15}"
+          f"{'sample ratio':>14}")
     for spin in spins:
         runs = times[spin]
         ratio_fb = statistics.median(a[0] / b[0] for a, b in zip(runs, reference, strict=True))

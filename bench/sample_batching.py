@@ -3,9 +3,10 @@ Tinker SDK sends) against one server with request batching on, and the same serv
 (``max_sample_batch=1``), side by side in one run.
 
 Prompts are the first N of the embedded task's ``heldout_paraphrase`` split (schema + question,
-about 80 tokens each with the tiny model's tokenizer), decoded greedily to at most 96 tokens from the tiny base model, as
-``evaluate_text2sql`` does. Also reports how many of the N completions are token-identical between
-the two settings (left padding changes float rounding, so a greedy token can flip at a near-tie).
+about 80 tokens each with the tiny model's tokenizer), decoded greedily to at most 96 tokens from the
+tiny base model, as ``evaluate_text2sql`` does. Also reports how many of the N completions are
+token-identical between the two settings (left padding changes float rounding, so a greedy token can
+flip at a near-tie).
 
     python bench/sample_batching.py              # N = 100
     python bench/sample_batching.py --prompts 300
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import machine, record_section, today
+from common import machine, record_section, today
 
 
 def timed_requests(max_batch: int, prompts: list[list[int]], work: Path) -> tuple[float, list[list[int]]]:
@@ -32,7 +33,8 @@ def timed_requests(max_batch: int, prompts: list[list[int]], work: Path) -> tupl
     from kubetune.api.embedded import running_server
     from kubetune.api.server import build_service
 
-    service = build_service("tiny", checkpoint_dir=work / f"checkpoints-{max_batch}", max_sample_batch=max_batch)
+    service = build_service("tiny", checkpoint_dir=work / f"checkpoints-{max_batch}",
+                            max_sample_batch=max_batch)
     greedy = types.SamplingParams(max_tokens=96, temperature=0.0)
     with running_server(service) as url:
         client = tinker.ServiceClient(base_url=url, api_key="tml-bench")
@@ -57,12 +59,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from kubetune.models.reference import load_base_model
-    from kubetune.tasks.text2sql import build_dataset, load_split
+    from kubetune.tasks.text2sql import build_dataset, load_split, pretraining_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_dataset(work / "data", seed=0)
-        _, tokenizer = load_base_model("tiny")
+        _, tokenizer = load_base_model("tiny", tiny_corpus=pretraining_corpus)
         examples = load_split(work / "data", "heldout_paraphrase")[:args.prompts]
         prompts = [list(tokenizer(e.prompt(work / "data"))["input_ids"]) for e in examples]
         one_by_one, tokens_single = timed_requests(1, prompts, work)
@@ -72,7 +74,8 @@ def main() -> None:
               "one_by_one_s": round(one_by_one, 2), "batched_s": round(batched, 2),
               "batched_over_one_by_one": round(batched / one_by_one, 3), "identical_completions": same}
     table = "\n".join([
-        "| requests in flight | mean prompt tokens | one by one (`max_sample_batch=1`) | batched (64) | batched / one by one | identical completions |",
+        "| requests in flight | mean prompt tokens | one by one (`max_sample_batch=1`) | batched (64) "
+        "| batched / one by one | identical completions |",
         "|---|---|---|---|---|---|",
         f"| {result['prompts']} | {result['mean_prompt_tokens']} | {one_by_one:.2f} s | {batched:.2f} s | "
         f"**{result['batched_over_one_by_one']:.3f}** | {same} / {len(prompts)} |"])

@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from record import machine, record_section, today
+from common import ROOT, machine, record_section, script_parser, tiny_base_model, today
 
-ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("heldout_values", "heldout_paraphrase")
 DPO_STEPS, DPO_WARMUP, DPO_BATCH = 12, 2, 8
 
@@ -35,7 +34,8 @@ def _rl_rows(data: Path) -> list[dict]:
             for ex in load_split(data, "rl")]
 
 
-def trl_grpo(model_dir: str, sft_adapter: str, data: Path, out: Path, steps: int, lr: float, seed: int) -> float:
+def trl_grpo(model_dir: str, sft_adapter: str, data: Path, out: Path, steps: int, lr: float,
+             seed: int) -> float:
     """TRL GRPOTrainer from the SFT adapter; returns wall seconds of trainer.train()."""
     from datasets import Dataset
     from peft import PeftModel
@@ -45,16 +45,17 @@ def trl_grpo(model_dir: str, sft_adapter: str, data: Path, out: Path, steps: int
     from kubetune.tasks.text2sql import text2sql_reward
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), sft_adapter, is_trainable=True)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), sft_adapter,
+                                      is_trainable=True)
 
     def execution_reward(prompts, completions, query, db, **_) -> list[float]:
         return [text2sql_reward(d, c, q).value for c, q, d in zip(completions, query, db, strict=True)]
 
-    args = GRPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=32, num_generations=8,
-                      learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_completion_length=64,
-                      temperature=1.0, beta=0.0, epsilon=0.2, loss_type="dapo", scale_rewards="group",
-                      max_grad_norm=1.0, logging_steps=10, report_to="none", save_strategy="no", use_cpu=True,
-                      seed=seed, data_seed=seed)
+    args = GRPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=32,
+                      num_generations=8, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0,
+                      max_completion_length=64, temperature=1.0, beta=0.0, epsilon=0.2, loss_type="dapo",
+                      scale_rewards="group", max_grad_norm=1.0, logging_steps=10, report_to="none",
+                      save_strategy="no", use_cpu=True, seed=seed, data_seed=seed)
     trainer = GRPOTrainer(model=model, reward_funcs=execution_reward, args=args,
                           train_dataset=Dataset.from_list(_rl_rows(data)), processing_class=tokenizer)
     t = time.perf_counter()
@@ -66,31 +67,32 @@ def trl_grpo(model_dir: str, sft_adapter: str, data: Path, out: Path, steps: int
 
 def grpo(args: argparse.Namespace) -> dict:
     from kubetune.api.embedded import embedded_server
-    from kubetune.evaluate import evaluate_adapter
-    from kubetune.models.bootstrap import bootstrap_tiny_model
-    from kubetune.models.reference import tiny_model_dir
     from kubetune.recipes import PPOConfig, SFTConfig, run_ppo, run_sft
+    from kubetune.steps.evaluate import evaluate_adapter
     from kubetune.tasks.text2sql import build_dataset
 
     work = args.workdir
     data = work / "data"
     build_dataset(data, seed=args.seed)
-    model_dir = str(bootstrap_tiny_model(tiny_model_dir(), seed=args.seed).path)
+    model_dir = str(tiny_base_model(args.seed).path)
     with embedded_server(model_dir, checkpoint_dir=work / "checkpoints") as server:
         remote = dict(base_url=server.url, base_model=server.model_name, data_dir=data, seed=args.seed,
                       save_every=0, eval_examples=0)
         sft = run_sft(SFTConfig(out_dir=work / "sft", steps=args.sft_steps, **remote), log=print)
         ppo = run_ppo(PPOConfig(out_dir=work / "ppo", init_state=sft["state_path"], steps=args.grpo_steps,
                                 learning_rate=args.lr, **remote), log=print)
-        sft_adapter, ppo_adapter = (str(server.local_path("tml-local", r["sampler_path"])) for r in (sft, ppo))
+    sft_adapter, ppo_adapter = sft["adapter_dir"], ppo["adapter_dir"]  # final adapters, downloaded
     trl_wall = trl_grpo(model_dir, sft_adapter, data, work / "trl-grpo", args.grpo_steps, args.lr, args.seed)
 
     def accuracy(adapter: str) -> dict[str, float]:
-        return {s: evaluate_adapter(data, s, adapter=adapter, examples=args.eval_examples)["accuracy"] for s in SPLITS}
+        return {s: evaluate_adapter(data, s, adapter=adapter, examples=args.eval_examples)["accuracy"]
+                for s in SPLITS}
 
-    start, ours, theirs = accuracy(sft_adapter), accuracy(ppo_adapter), accuracy(str(work / "trl-grpo" / "adapter"))
-    return {"steps": args.grpo_steps, "kubetune_wall_s": round(ppo["seconds"], 1), "trl_wall_s": round(trl_wall, 1),
-            "wall_ratio": round(ppo["seconds"] / trl_wall, 3), "sft": start, "kubetune": ours, "trl": theirs}
+    start, ours = accuracy(sft_adapter), accuracy(ppo_adapter)
+    theirs = accuracy(str(work / "trl-grpo" / "adapter"))
+    return {"steps": args.grpo_steps, "kubetune_wall_s": round(ppo["seconds"], 1),
+            "trl_wall_s": round(trl_wall, 1), "wall_ratio": round(ppo["seconds"] / trl_wall, 3),
+            "sft": start, "kubetune": ours, "trl": theirs}
 
 
 def dpo_pairs(data: Path, path: Path) -> Path:
@@ -105,13 +107,16 @@ def dpo_pairs(data: Path, path: Path) -> Path:
 
 
 def dpo_kubetune(work: Path, pairs: Path) -> dict:
+    """The recipe against an embedded server in this process (its peak RSS counts both)."""
+    from kubetune.api.embedded import embedded_server
     from kubetune.models.reference import tiny_model_dir
     from kubetune.recipes import DPOConfig, run_dpo
 
-    run_dpo(DPOConfig(data_dir=work / "data", out_dir=work / "dpo-kubetune", base_model=str(tiny_model_dir()),
-                      pairs_file=pairs, steps=DPO_STEPS, batch_size=DPO_BATCH, save_every=0, eval_examples=0),
-            log=print)
-    seconds = [json.loads(line)["seconds"] for line in (work / "dpo-kubetune" / "metrics.jsonl").read_text().splitlines()]
+    out = work / "dpo-kubetune"
+    with embedded_server(str(tiny_model_dir()), checkpoint_dir=out / "checkpoints") as server:
+        run_dpo(DPOConfig(data_dir=work / "data", out_dir=out, base_url=server.url, pairs_file=pairs,
+                          steps=DPO_STEPS, batch_size=DPO_BATCH, save_every=0, eval_examples=0), log=print)
+    seconds = [json.loads(line)["seconds"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"step_s": (seconds[-1] - seconds[DPO_WARMUP - 1]) / (DPO_STEPS - DPO_WARMUP)}
 
 
@@ -131,11 +136,13 @@ def dpo_trl(work: Path, pairs: Path) -> dict:
             marks.append(time.perf_counter())
 
     model_dir = str(tiny_model_dir())
-    args = DPOConfig(output_dir=str(work / "dpo-trl"), max_steps=DPO_STEPS, per_device_train_batch_size=DPO_BATCH,
-                     learning_rate=5e-4, lr_scheduler_type="constant", beta=0.1, precompute_ref_log_probs=True,
-                     max_grad_norm=1.0, report_to="none", save_strategy="no", use_cpu=True, logging_steps=100)
+    args = DPOConfig(output_dir=str(work / "dpo-trl"), max_steps=DPO_STEPS,
+                     per_device_train_batch_size=DPO_BATCH, learning_rate=5e-4, lr_scheduler_type="constant",
+                     beta=0.1, precompute_ref_log_probs=True, max_grad_norm=1.0, report_to="none",
+                     save_strategy="no", use_cpu=True, logging_steps=100)
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
-                         train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(model_dir),
+                         train_dataset=Dataset.from_list(rows),
+                         processing_class=AutoTokenizer.from_pretrained(model_dir),
                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
                          callbacks=[StepClock()])
     trainer.train()
@@ -153,13 +160,13 @@ def peak_rss_mib() -> float:
 
 def _child(part: str, work: Path, pairs: Path) -> dict:
     """Runs one DPO side in a fresh interpreter; returns its step time and peak RSS (MiB)."""
-    out = subprocess.run([sys.executable, __file__, "--part", part, "--workdir", str(work), "--pairs", str(pairs)],
-                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    cmd = [sys.executable, __file__, "--part", part, "--workdir", str(work), "--pairs", str(pairs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return json.loads(out)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "versus-trl")
     parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--grpo-steps", type=int, default=60)
@@ -186,7 +193,8 @@ def main() -> None:
     report = _report(g, gain, dpo, args)
     print("\n" + report)
     if not args.no_record:
-        record_section("versus-trl", "Side by side with TRL 1.16 (bench/versus_trl.py, `make versus-trl`)", report)
+        record_section("versus-trl", "Side by side with TRL 1.16 (bench/versus_trl.py, `make versus-trl`)",
+                       report)
     print(json.dumps({"grpo": g, "grpo_gain": gain, "dpo": dpo}))
 
 
@@ -195,8 +203,9 @@ def _report(g: dict, gain: dict, dpo: dict, args: argparse.Namespace) -> str:
         f"Measured {today()} on {machine()}: `python bench/versus_trl.py --sft-steps {args.sft_steps} "
         f"--grpo-steps {args.grpo_steps} --lr {args.lr} --eval-examples {args.eval_examples}`.",
         "",
-        f"GRPO: {g['steps']} steps × 4 prompts × 8 samples from the same SFT adapter ({args.sft_steps} steps), "
-        f"lr {args.lr} constant, clip 0.8/1.2, no KL; greedy accuracy on the first {args.eval_examples} examples.",
+        f"GRPO: {g['steps']} steps × 4 prompts × 8 samples from the same SFT adapter "
+        f"({args.sft_steps} steps), lr {args.lr} constant, clip 0.8/1.2, no KL; greedy accuracy on the first "
+        f"{args.eval_examples} examples.",
         "",
         "| | wall (s) | " + " | ".join(f"{s} (SFT → after)" for s in SPLITS) + " |",
         "|---|---|" + "---|" * len(SPLITS),
@@ -208,8 +217,9 @@ def _report(g: dict, gain: dict, dpo: dict, args: argparse.Namespace) -> str:
         "",
         f"Wall-time ratio kubetune / TRL: **{g['wall_ratio']:.2f}** (goal ≤ 0.8 with at least TRL's gain).",
         "",
-        f"DPO: {DPO_BATCH} pairs per step, same pairs and model, reference log-probabilities precomputed on both "
-        f"sides, LoRA r16 on attention + MLP, {DPO_STEPS - DPO_WARMUP} timed steps, each side in its own process:",
+        f"DPO: {DPO_BATCH} pairs per step, same pairs and model, reference log-probabilities precomputed on "
+        f"both sides, LoRA r16 on attention + MLP, {DPO_STEPS - DPO_WARMUP} timed steps, each side in its "
+        "own process:",
         "",
         "| | s / step | peak RSS (MiB) |",
         "|---|---|---|",

@@ -13,6 +13,6 @@ from .text2sql import (
     train_sft,
 )
 
-__all__ = ["KUBETUNE_IMAGE", "evaluate_text2sql", "log_to_mlflow", "prepare_base_model", "prepare_text2sql_data",
-           "propose_experiments", "select_best", "train_dpo",
+__all__ = ["KUBETUNE_IMAGE", "evaluate_text2sql", "log_to_mlflow", "prepare_base_model",
+           "prepare_text2sql_data", "propose_experiments", "select_best", "train_dpo",
            "train_ppo", "train_sft"]

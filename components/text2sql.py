@@ -24,14 +24,15 @@ def prepare_text2sql_data(dataset: Output[Dataset], source: str = "embedded", se
     """
     import json
 
-    from kubetune.steps import prepare_data
+    from kubetune.steps.data import prepare_data
 
     stats = prepare_data(dataset.path, source=source, seed=seed, sizes=json.loads(sizes_json) or None)
     dataset.metadata.update({"source": source, "seed": seed, "splits": json.dumps(stats.get("splits", {}))})
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
-def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int = 0, pretrain_steps: int = -1) -> None:
+def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int = 0,
+                       pretrain_steps: int = -1) -> None:
     """Provides the base model: bootstraps the tiny embedded model or references a real one.
 
     Args:
@@ -41,7 +42,7 @@ def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int 
         seed: Seed of the tiny model's tokenizer, weights and pretraining.
         pretrain_steps: Tiny model pretraining steps; -1 keeps the default.
     """
-    from kubetune.steps import prepare_model
+    from kubetune.steps.model import prepare_model
 
     info = prepare_model(model.path, reference=reference, seed=seed,
                          pretrain_steps=None if pretrain_steps < 0 else pretrain_steps)
@@ -49,9 +50,10 @@ def prepare_base_model(model: Output[Model], reference: str = "tiny", seed: int 
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
-def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
-              steps: int = 400, batch_size: int = 16, learning_rate: float = 3e-3, lora_rank: int = 16,
-              seed: int = 0, eval_examples: int = 50, training_api_url: str = "", reuse_cache: str = "") -> str:
+def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[Model],
+              metrics: Output[Metrics], steps: int = 400, batch_size: int = 16, learning_rate: float = 3e-3,
+              lora_rank: int = 16, seed: int = 0, eval_examples: int = 100, training_api_url: str = "",
+              reuse_cache: str = "") -> str:
     """Supervised LoRA fine-tuning on the train split's prompt → SQL pairs.
 
     Args:
@@ -73,18 +75,19 @@ def train_sft(dataset: Input[Dataset], base_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    from kubetune.steps import train_component
+    from kubetune.steps.train import train_component
 
     return train_component("sft", dataset, base_model, model, metrics, training_api_url,
-                           dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, lora_rank=lora_rank,
-                                seed=seed, eval_examples=eval_examples), reuse_dir=reuse_cache)
+                           dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                                lora_rank=lora_rank, seed=seed, eval_examples=eval_examples),
+                           reuse_dir=reuse_cache)
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
-def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
-              steps: int = 150, prompts_per_step: int = 4, group_size: int = 8, learning_rate: float = 2e-4,
-              kl_coef: float = 0.0, reward: str = "execution", seed: int = 0, eval_examples: int = 50,
-              training_api_url: str = "") -> str:
+def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model],
+              metrics: Output[Metrics], steps: int = 150, prompts_per_step: int = 4, group_size: int = 8,
+              learning_rate: float = 2e-4, kl_coef: float = 0.0, reward: str = "execution", seed: int = 0,
+              eval_examples: int = 100, training_api_url: str = "") -> str:
     """GRPO-style RL on the rl split's prompts: G samples each, group-normalised execution rewards.
 
     Args:
@@ -105,7 +108,7 @@ def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    from kubetune.steps import train_component
+    from kubetune.steps.train import train_component
 
     return train_component("ppo", dataset, init_model, model, metrics, training_api_url,
                            dict(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
@@ -114,10 +117,10 @@ def train_ppo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
-def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model], metrics: Output[Metrics],
-              steps: int = 60, batch_size: int = 8, learning_rate: float = 3e-4, beta: float = 0.5,
-              nll_weight: float = 1.0, pair_prompts: int = 200, gold_fallback: bool = True, seed: int = 0,
-              eval_examples: int = 50, training_api_url: str = "") -> str:
+def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[Model],
+              metrics: Output[Metrics], steps: int = 60, batch_size: int = 8, learning_rate: float = 3e-4,
+              beta: float = 0.5, nll_weight: float = 1.0, pair_prompts: int = 200, gold_fallback: bool = True,
+              seed: int = 0, eval_examples: int = 100, training_api_url: str = "") -> str:
     """DPO on preference pairs from the starting policy's own samples (chosen = executes correctly).
 
     Args:
@@ -139,7 +142,7 @@ def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
     Returns:
         The tinker:// path of the final training state.
     """
-    from kubetune.steps import train_component
+    from kubetune.steps.train import train_component
 
     return train_component("dpo", dataset, init_model, model, metrics, training_api_url,
                            dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
@@ -149,7 +152,8 @@ def train_dpo(dataset: Input[Dataset], init_model: Input[Model], model: Output[M
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
 def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
-                      report: Output[Markdown], splits: str = "heldout_values,heldout_paraphrase,heldout_database",
+                      report: Output[Markdown],
+                      splits: str = "heldout_values,heldout_paraphrase,heldout_database",
                       examples: int = 100, training_api_url: str = "") -> float:
     """Greedy execution accuracy of a trained adapter, with a Markdown report the UI renders.
 
@@ -168,7 +172,7 @@ def evaluate_text2sql(dataset: Input[Dataset], model: Input[Model], metrics: Out
     """
     import os
 
-    from kubetune.steps import evaluate
+    from kubetune.steps.evaluate import evaluate
 
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
     result = evaluate(dataset.path, model.path, chosen, examples, training_api_url=training_api_url,
@@ -204,9 +208,10 @@ def log_to_mlflow(model: Input[Model], training_metrics: Input[Metrics], evaluat
     Returns:
         The MLflow run id.
     """
-    from kubetune.steps import log_to_mlflow as log
+    from kubetune.steps.track import log_to_mlflow as log
 
-    metrics = {**{f"train/{k}": v for k, v in training_metrics.metadata.items() if isinstance(v, int | float)},
+    metrics = {**{f"train/{k}": v for k, v in training_metrics.metadata.items()
+                  if isinstance(v, int | float)},
                **{k: v for k, v in evaluation.metadata.items() if isinstance(v, int | float)}}
     return log(model.path, metrics, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name,
                register_name=register_name, parent_run_id=parent_run_id, report=report.path)
@@ -214,8 +219,9 @@ def log_to_mlflow(model: Input[Model], training_metrics: Input[Metrics], evaluat
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
 def select_best(experiments: list, scores: list, models: Input[list[Model]], run_ids: list,
-                best_model: Output[Model], comparison: Output[Markdown], metric: str = "heldout_paraphrase/accuracy",
-                tracking_uri: str = "", experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch",
+                best_model: Output[Model], comparison: Output[Markdown],
+                metric: str = "heldout_paraphrase/accuracy", tracking_uri: str = "",
+                experiment: str = "kubetune-text2sql", sweep_name: str = "autoresearch",
                 previous: str = "", previous_best: Input[Model] = None) -> str:
     """Fan-in of a sweep: picks the experiment with the best held-out score, copies its model, and
     opens the sweep's parent MLflow run holding the experiments' runs, a comparison table and plot.
@@ -242,7 +248,7 @@ def select_best(experiments: list, scores: list, models: Input[list[Model]], run
     import os
     import shutil
 
-    from kubetune.steps import select_best as pick
+    from kubetune.steps.track import select_best as pick
 
     plot = os.path.join(os.path.dirname(comparison.path), "comparison.png")
     names = [str(e.get("run_name", f"experiment-{i}")) for i, e in enumerate(experiments)]
@@ -257,7 +263,8 @@ def select_best(experiments: list, scores: list, models: Input[list[Model]], run
     best_model.metadata.update({"experiment": result["name"], "score": result["score"]})
     with open(comparison.path, "w") as f:
         f.write(result["table"])
-    return json.dumps({k: result[k] for k in ("name", "score", "parent_run_id", "round", "metric", "results")})
+    return json.dumps({k: result[k]
+                       for k in ("name", "score", "parent_run_id", "round", "metric", "results")})
 
 
 @dsl.component(base_image=KUBETUNE_IMAGE, install_kfp_package=False)
@@ -275,7 +282,7 @@ def propose_experiments(summary: str, count: int = 2, seed: int = 0) -> list:
     """
     import json
 
-    from kubetune.sweep import propose_experiments as propose
+    from kubetune.steps.propose import propose_experiments as propose
 
     finished = json.loads(summary)
     return propose(finished["results"], count, seed=seed, prefix=f"round{finished['round'] + 1}")

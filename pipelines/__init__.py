@@ -1,6 +1,6 @@
 """Pipelines (``kubetune.pipelines``): compositions of :mod:`kubetune.components`."""
 
-from .autoresearch import autoresearch, build_autoresearch
+from .autoresearch import DEFAULT_EXPERIMENTS, autoresearch, build_autoresearch
 from .cluster import ClusterSettings
 from .dpo_finetune import build_dpo_finetune, dpo_finetune
 from .rl_finetune import build_rl_finetune, rl_finetune
@@ -14,4 +14,5 @@ def build_pipelines(settings: ClusterSettings) -> dict:
             "autoresearch": build_autoresearch(settings)}
 
 
-__all__ = ["PIPELINES", "ClusterSettings", "autoresearch", "build_pipelines", "dpo_finetune", "rl_finetune"]
+__all__ = ["DEFAULT_EXPERIMENTS", "PIPELINES", "ClusterSettings", "autoresearch", "build_pipelines",
+           "dpo_finetune", "rl_finetune"]

@@ -59,7 +59,8 @@ def tracking_step(task: PipelineTask, settings: ClusterSettings) -> PipelineTask
     re-run logs again)."""
     task.set_caching_options(False)
     kubernetes.use_secret_as_env(task, settings.mlflow_secret,
-                                 {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+                                 {"username": "MLFLOW_TRACKING_USERNAME",
+                                  "password": "MLFLOW_TRACKING_PASSWORD"},
                                  optional=True)
     task.set_retry(settings.retries, backoff_duration="30s", backoff_factor=2.0)
     return task

@@ -1,64 +1,140 @@
-"""The embedded default, end to end on one machine: task → tiny base model → LoRA SFT on the engine → eval.
+"""``make demo``: the embedded default end to end on one machine.
 
-Run by ``make demo`` (``kubetune demo``). Everything is built locally: the SQLite databases and
-questions, the tokenizer, the Gemma-architecture base model; nothing is downloaded.
+``run_sweep_demo`` (``kubetune demo``) is the headline: the autoresearch pipeline run by kfp's
+local runner (data → base model → per experiment SFT → PPO → evaluate → MLflow child run →
+select_best, then an Optuna-proposed round), every step a subprocess in this environment. As on
+a cluster, the training steps are clients of one shared training server started here, which
+packs them onto one engine (steps that each started their own would hold a model apiece and
+fight over the same cores: two PPO steps side by side ran 6× slower per step than one alone on
+2 cores). The results are read back from the MLflow store the steps wrote.
+
+``run_sft_demo`` (``kubetune demo --sft-only``) is the quick look: task → tiny base model → the
+SFT recipe on a server started here → held-out accuracy before and after. It is ``kubetune train
+sft`` with the same settings, plus the accuracy of the base model before training.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from tinker import types
 
-from .engine import Engine, LoraSpec
-from .evaluate import engine_generator, evaluate_examples
-from .tasks.text2sql import build_dataset, load_split, task_statistics
-from .training_data import mean_token_batch, tokenize_pair, warmup_cosine_lr
+from .api.embedded import embedded_server
+from .models.bootstrap import bootstrap_tiny_model
+from .recipes import SFTConfig, run_sft
+from .recipes.common import evaluate_splits, sampler_generator, served_model, tinker_session
+from .tasks.text2sql import build_dataset, pretraining_corpus, task_statistics
 
-EVAL_SPLITS = ("heldout_values", "heldout_paraphrase", "heldout_database")
+
+def _default_experiments() -> list[dict[str, Any]]:
+    from kubetune.pipelines.autoresearch import DEFAULT_EXPERIMENTS
+
+    return [dict(e) for e in DEFAULT_EXPERIMENTS]
 
 
 @dataclass
-class DemoConfig:
-    workdir: Path = Path("runs/demo")
-    seed: int = 0
-    sft_steps: int = 400  # held-out values 0.03 at 150 steps, 0.32 at 400, 0.30 at 800 (docs/sft-baseline.md)
-    batch_size: int = 16  # prompt→SQL pairs per step
-    learning_rate: float = 3e-3  # peak LoRA learning rate; linear warmup, then cosine decay to 10 %
-    warmup_steps: int = 10
-    lora_rank: int = 16
-    eval_examples: int = 100  # per held-out split, the first N (deterministic)
-    max_length: int = 320  # tokens per training sequence; longer prompts lose schema text from the left
-    pretrain_steps: int | None = None  # None: the bootstrap's default (see docs/models.md)
+class SweepDemoConfig:
+    runs_dir: Path = Path("runs")  # pipeline artifacts under RUNS/kfp, MLflow under RUNS/mlflow
+    experiments: list[dict[str, Any]] = field(default_factory=_default_experiments)
+    second_round: int = 1  # Optuna-proposed experiments after the first round (each ~3 min here)
+    # Other autoresearch pipeline parameters (sft_steps, ppo_steps, eval_examples, seed, ...); what is
+    # not given keeps the pipeline's own default.
+    params: dict[str, Any] = field(default_factory=dict)
+    shared_server: bool = True  # one training server for every step (False: each step starts its own)
+
+    def pipeline_params(self) -> dict[str, Any]:
+        return {**self.params, "experiments": self.experiments, "second_round": self.second_round}
 
 
-def learning_rate_at(step: int, config: DemoConfig) -> float:
-    """Linear warmup to the peak, then cosine decay to a tenth of it."""
-    return warmup_cosine_lr(step, config.learning_rate, config.warmup_steps, config.sft_steps)
-
-
-def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
-    """Runs the whole embedded job and returns its summary (also written to ``workdir/summary.json``)."""
-    from .models.bootstrap import bootstrap_tiny_model
-    from .models.reference import load_base_model
+def run_sweep_demo(config: SweepDemoConfig, console: Console | None = None) -> dict[str, Any]:
+    """Runs the sweep through kfp.local and prints its results table, the best adapter and MLflow's
+    location."""
+    from kubetune.pipelines import autoresearch
+    from kubetune.pipelines.local import run_local
+    from kubetune.pipelines.report import latest_sweep, sweep_table
 
     console = console or Console()
+    params = config.pipeline_params()
+    defaults = {name: spec.default for name, spec in (autoresearch.component_spec.inputs or {}).items()}
+    setting = {**defaults, **params}.get
+    n = len(config.experiments)
+    console.rule(f"[bold]autoresearch: {n} experiments" +
+                 (f" + {config.second_round} proposed by Optuna" if config.second_round else "") +
+                 ", kfp.local")
+    console.print(f"SFT {setting('sft_steps')} steps per LoRA rank (shared by same-rank experiments), "
+                  f"PPO {setting('ppo_steps')} steps each, "
+                  f"{setting('eval_examples')} held-out examples per split")
     started = time.perf_counter()
-    workdir = Path(config.workdir)
+    run = run_local("autoresearch", params, config.runs_dir, shared_server=config.shared_server,
+                    log=console.print)
+    report = latest_sweep(run["mlflow"], setting("mlflow_experiment"))
+    seconds = time.perf_counter() - started
+    console.rule("[bold]results")
+    console.print(sweep_table(report))
+    adapter = Path(report["best_model"] or "") / "adapter"
+    console.print(f"best: [bold]{report['best']}[/]; its adapter (PEFT): {adapter}\n"
+                  f"MLflow: {run['mlflow']}  →  "
+                  f"mlflow ui --backend-store-uri sqlite:///{run['mlflow']}/mlflow.db "
+                  f"(sweep run {report['parent_run_id']})\n"
+                  f"pipeline artifacts: {run['pipeline_root']}\nsweep time: {seconds:.0f} s", soft_wrap=True)
+    return {**report, "seconds": round(seconds, 1), "adapter": str(adapter), "mlflow": run["mlflow"]}
+
+
+def run_sft_demo(workdir: Path, sft: dict[str, Any] | None = None, pretrain_steps: int | None = None,
+                 console: Console | None = None) -> dict[str, Any]:
+    """Task → tiny base model → ``run_sft`` (``sft``: SFTConfig settings; the rest its defaults) on a
+    training server started here → accuracy before and after. Returns the summary (also written to
+    ``workdir/summary.json``)."""
+    console = console or Console()
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    sft = dict(sft or {})
+    seed = sft.get("seed", 0)
     data_dir = workdir / "data"
 
     console.rule("[bold]1. text-to-SQL task")
-    build_dataset(data_dir, seed=config.seed)
+    build_dataset(data_dir, seed=seed)
     stats = task_statistics(data_dir)
-    console.print(_stats_table(stats))
+    console.print(stats_table(stats))
 
     console.rule("[bold]2. tiny Gemma-architecture base model")
+    boot = _base_model(workdir / "base-model", seed, pretrain_steps, console)
+
+    with embedded_server(str(boot.path), checkpoint_dir=workdir / "checkpoints") as server:
+        config = SFTConfig(data_dir=data_dir, out_dir=workdir / "sft", base_url=server.url, **sft)
+        console.rule("[bold]3. held-out execution accuracy before SFT")
+        before = _base_accuracy(config)
+        _print_accuracy(before, console)
+        console.rule(f"[bold]4. LoRA SFT (the sft recipe): {config.steps} steps × {config.batch_size}")
+        result = run_sft(config, log=console.print)
+    after = result["eval"]
+
+    console.rule("[bold]5. held-out execution accuracy after SFT")
+    console.print(_comparison_table(before, after))
+    summary = {
+        "config": result["config"],
+        "task": stats,
+        "base_model": {"path": str(boot.path), "params": boot.params, "cache_hit": boot.cache_hit,
+                       "pretrain_seconds": boot.build_seconds, "final_loss": boot.final_loss},
+        "sft": {"steps": result["steps"], "seconds": result["seconds"]},
+        "accuracy_before": {s: r["accuracy"] for s, r in before.items()},
+        "accuracy_after": {s: r["accuracy"] for s, r in after.items()},
+        "valid_sql_after": {s: r["valid_sql"] for s, r in after.items()},
+        "adapter": result["adapter_dir"],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"adapter (PEFT dir): {summary['adapter']}\nsummary: {workdir / 'summary.json'}\n"
+                  f"wall time {summary['wall_seconds']:.0f} s")
+    return summary
+
+
+def _base_model(out_dir: Path, seed: int, pretrain_steps: int | None, console: Console):
     last = [0.0]
 
     def progress(step: int, loss: float) -> None:
@@ -66,91 +142,47 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
             last[0] = time.perf_counter()
             console.print(f"  pretraining step {step}: loss {loss:.3f}")
 
-    extra = {"steps": config.pretrain_steps} if config.pretrain_steps is not None else {}
-    boot = bootstrap_tiny_model(workdir / "base-model", seed=config.seed, progress=progress, **extra)
+    extra = {"steps": pretrain_steps} if pretrain_steps is not None else {}
+    boot = bootstrap_tiny_model(out_dir, pretraining_corpus(seed), seed=seed, progress=progress, **extra)
     console.print(
         f"  {boot.path}: {boot.params / 1e6:.2f} M parameters, "
-        + ("cached (content hash match)" if boot.cache_hit else f"pretrained {boot.steps} steps in {boot.build_seconds:.0f} s")
+        + ("cached (content hash match)" if boot.cache_hit
+           else f"pretrained {boot.steps} steps in {boot.build_seconds:.0f} s")
         + f", final loss {boot.final_loss:.3f}"
     )
-    model, tokenizer = load_base_model(str(boot.path))
-    engine = Engine(model, tokenizer, base_model=str(boot.path))
-    job = engine.create_model("demo-sft", LoraSpec(rank=config.lora_rank, seed=config.seed,
-                                                          train_unembed=False))  # see SFTConfig.train_unembed
-    console.print(f"  engine on {engine.device}; LoRA rank {config.lora_rank}: {job.trainable_parameters():,} trainable parameters")
+    return boot
 
-    evals = {split: load_split(data_dir, split)[: config.eval_examples] for split in EVAL_SPLITS}
-    generate = engine_generator(engine, tokenizer, "demo-sft")
 
-    console.rule("[bold]3. held-out execution accuracy before SFT")
-    before = _evaluate(generate, evals, data_dir, console)
+def _base_accuracy(config: SFTConfig) -> dict[str, dict]:
+    """The bare base model's accuracy, sampled through the server as the recipe's own evaluation is."""
+    with tinker_session(config.base_url, config.api_key) as service:
+        client = service.create_sampling_client(base_model=served_model(config)).result()
+        generate = sampler_generator(client, client.get_tokenizer(),
+                                     max_prompt_tokens=config.max_prompt_tokens)
+        return evaluate_splits(generate, config.data_dir, config.eval_splits, config.eval_examples)
 
-    console.rule(f"[bold]4. LoRA SFT on the engine: {config.sft_steps} steps × {config.batch_size}")
-    train = load_split(data_dir, "train")
-    pairs = [tokenize_pair(tokenizer, ex.prompt(data_dir), ex.completion) for ex in train]
-    order = random.Random(config.seed)
-    queue: list[int] = []
-    sft_started = time.perf_counter()
-    losses = []
-    for step in range(config.sft_steps):
-        if len(queue) < config.batch_size:
-            refill = list(range(len(pairs)))
-            order.shuffle(refill)
-            queue.extend(refill)
-        batch = [pairs[queue.pop()] for _ in range(config.batch_size)]
-        data = mean_token_batch(batch, config.max_length)
-        loss = engine.forward_backward("demo-sft", data, "cross_entropy").metrics["loss:sum"]
-        lr = learning_rate_at(step, config)
-        engine.optim_step("demo-sft", types.AdamParams(learning_rate=lr, grad_clip_norm=1.0))
-        losses.append(loss)
-        if step % 25 == 0 or step == config.sft_steps - 1:
-            console.print(f"  step {step:4d}  loss {loss:.4f}  lr {lr:.2e}  {time.perf_counter() - sft_started:5.1f} s")
-    sft_seconds = time.perf_counter() - sft_started
 
-    console.rule("[bold]5. held-out execution accuracy after SFT")
-    after = _evaluate(generate, evals, data_dir, console)
-    adapter_dir = engine.save_weights_for_sampler("demo-sft", workdir / "adapter")
+def _print_accuracy(reports: dict[str, dict], console: Console) -> None:
+    for split, report in reports.items():
+        console.print(f"  {split:20s} exec-acc {report['accuracy']:.3f}  "
+                      f"valid SQL {report['valid_sql']:.3f}  ({report['total']} examples)")
 
+
+def _comparison_table(before: dict[str, dict], after: dict[str, dict]) -> Table:
     table = Table(title="held-out execution accuracy (greedy)")
     for column in ("split", "examples", "before SFT", "after SFT", "valid SQL after"):
         table.add_column(column, justify="right" if column != "split" else "left")
-    for split in EVAL_SPLITS:
-        table.add_row(split, str(after[split]["total"]), f"{before[split]['accuracy']:.3f}",
-                      f"{after[split]['accuracy']:.3f}", f"{after[split]['valid_sql']:.3f}")
-    console.print(table)
-    summary = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        "task": stats,
-        "base_model": {"path": str(boot.path), "params": boot.params, "cache_hit": boot.cache_hit,
-                       "pretrain_seconds": boot.build_seconds, "final_loss": boot.final_loss},
-        "sft": {"steps": config.sft_steps, "seconds": round(sft_seconds, 1), "first_loss": losses[0],
-                "last_loss": losses[-1]},
-        "accuracy_before": {s: before[s]["accuracy"] for s in EVAL_SPLITS},
-        "accuracy_after": {s: after[s]["accuracy"] for s in EVAL_SPLITS},
-        "valid_sql_after": {s: after[s]["valid_sql"] for s in EVAL_SPLITS},
-        "adapter": str(adapter_dir),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"adapter (PEFT dir): {adapter_dir}\nsummary: {workdir / 'summary.json'}\n"
-                  f"wall time {summary['wall_seconds']:.0f} s")
-    return summary
+    for split, report in after.items():
+        table.add_row(split, str(report["total"]), f"{before[split]['accuracy']:.3f}",
+                      f"{report['accuracy']:.3f}", f"{report['valid_sql']:.3f}")
+    return table
 
 
-def _evaluate(generate, evals: dict, data_dir: Path, console: Console) -> dict[str, dict]:
-    results = {}
-    for split, examples in evals.items():
-        t0 = time.perf_counter()
-        results[split] = evaluate_examples(generate, examples, data_dir)
-        console.print(f"  {split:20s} exec-acc {results[split]['accuracy']:.3f}  valid SQL "
-                      f"{results[split]['valid_sql']:.3f}  ({len(examples)} examples, {time.perf_counter() - t0:.0f} s)")
-    return results
-
-
-def _stats_table(stats: dict) -> Table:
-    """One row per split: examples, databases, templates, wordings."""
+def stats_table(stats: dict) -> Table:
+    """The task's statistics: one row per split with its examples, databases, templates, wordings."""
     dbs = stats["databases"]
-    table = Table(title=f"embedded text-to-SQL task: {stats['templates']} templates, {stats['wordings']} wordings, "
+    table = Table(title=f"embedded text-to-SQL task: {stats['templates']} templates, "
+                        f"{stats['wordings']} wordings, "
                         f"train DBs {', '.join(dbs['train'])}; held-out DB {', '.join(dbs['heldout'])}")
     for column in ("split", "examples", "databases", "templates", "wordings"):
         table.add_column(column, justify="left" if column in ("split", "databases") else "right")

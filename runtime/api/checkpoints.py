@@ -29,14 +29,15 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from ..engine.errors import UnknownModelError, UserError
+from ..errors import UnknownModelError, UserError
 
 SCHEME = "tinker://"
 Kind = Literal["weights", "sampler_weights", "external_weights"]
 # Path segment -> the SDK's CheckpointType (tinker.types.checkpoint.ParsedCheckpointTinkerPath).
-CHECKPOINT_TYPES: dict[str, str] = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
+CHECKPOINT_TYPES: dict[str, str] = {"weights": "training", "sampler_weights": "sampler",
+                                     "external_weights": "external"}
 META_FILE = "checkpoint.json"
 RUN_FILE = "run.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}$")  # model ids and names become directories
@@ -78,7 +79,8 @@ class CheckpointRef:
                 f"checkpoint path {path!r} must look like tinker://<model_id>/weights/<name>, "
                 "tinker://<model_id>/sampler_weights/<name> or tinker://<model_id>/external_weights/<name>"
             )
-        return cls(check_component(parts[0], "model id"), parts[1], check_component(parts[2], "checkpoint name"))  # type: ignore[arg-type]
+        kind = cast(Kind, parts[1])  # one of CHECKPOINT_TYPES, checked above
+        return cls(check_component(parts[0], "model id"), kind, check_component(parts[2], "checkpoint name"))
 
 
 class CheckpointStore:
@@ -116,7 +118,8 @@ class CheckpointStore:
     def require(self, tenant: str, ref: CheckpointRef) -> Path:
         """The checkpoint's directory; a clear error if this tenant has no such checkpoint."""
         if not self.exists(tenant, ref):
-            raise UnknownModelError(f"no checkpoint {ref.tinker_path}; list yours with RestClient.list_user_checkpoints()")
+            raise UnknownModelError(f"no checkpoint {ref.tinker_path}; list yours with "
+                                    "RestClient.list_user_checkpoints()")
         return self.checkpoint_dir(tenant, ref)
 
     # ------------------------------------------------------------- metadata
@@ -167,12 +170,16 @@ class CheckpointStore:
     def list(self, tenant: str, model_id: str | None = None) -> list[dict[str, Any]]:
         """This tenant's complete checkpoints (of one model, or all), newest first."""
         base = self.root / tenant
-        runs = [self.run_dir(tenant, model_id)] if model_id is not None else sorted(base.glob("*")) if base.is_dir() else []
+        if model_id is not None:
+            runs = [self.run_dir(tenant, model_id)]
+        else:
+            runs = sorted(base.glob("*")) if base.is_dir() else []
         found = []
         for run in runs:
             for kind in CHECKPOINT_TYPES:
                 for meta in sorted((run / kind).glob(f"*/{META_FILE}")):
-                    found.append(self.describe(tenant, CheckpointRef(run.name, kind, meta.parent.name)))  # type: ignore[arg-type]
+                    ref = CheckpointRef(run.name, cast(Kind, kind), meta.parent.name)
+                    found.append(self.describe(tenant, ref))
         return sorted(found, key=lambda c: c["time"], reverse=True)
 
     def models(self, tenant: str) -> list[str]:

@@ -25,7 +25,8 @@ def running_server(service, start_timeout_s: float = 600.0) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="kubetune-embedded-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -59,8 +59,8 @@ class UrlSigner:
         if secret is None:
             self._key = secrets.token_bytes(32)
         elif len(secret) < MIN_SECRET_CHARS:
-            raise ValueError(f"the URL signing secret ({SECRET_ENV}) must be at least {MIN_SECRET_CHARS} characters; "
-                             "make one with `openssl rand -hex 32`")
+            raise ValueError(f"the URL signing secret ({SECRET_ENV}) must be at least {MIN_SECRET_CHARS} "
+                             "characters; make one with `openssl rand -hex 32`")
         else:
             self._key = secret.encode()
 
@@ -72,13 +72,15 @@ class UrlSigner:
         segments = [grant.model_id, grant.name, *grant.path.split("/")]
         query = {"tenant": grant.tenant, "created": grant.created, "expires": str(grant.expires),
                  "signature": self.signature(grant)}
-        return f"{base_url}{DOWNLOAD_PREFIX}/{'/'.join(quote(s, safe='') for s in segments)}?{urlencode(query)}"
+        path = "/".join(quote(s, safe="") for s in segments)
+        return f"{base_url}{DOWNLOAD_PREFIX}/{path}?{urlencode(query)}"
 
     def verify(self, grant: FileGrant, signature: str | None, now: float) -> None:
         """Raises :class:`Forbidden` unless ``signature`` is ours for ``grant`` and it has not expired."""
         if not signature or not hmac.compare_digest(self.signature(grant), signature):
-            raise Forbidden("invalid signature: this download URL was altered or was not issued by this server; "
-                            f"get fresh URLs with RestClient.get_external_weights_urls({grant.tinker_path!r})")
+            raise Forbidden("invalid signature: this download URL was altered or was not issued by this "
+                            "server; get fresh URLs with "
+                            f"RestClient.get_external_weights_urls({grant.tinker_path!r})")
         if grant.expires < now:
             raise Forbidden(f"this download URL expired at {iso(grant.expires)}; get fresh URLs with "
                             f"RestClient.get_external_weights_urls({grant.tinker_path!r})")
@@ -87,7 +89,8 @@ class UrlSigner:
 def parse_expires(value: str | None) -> int:
     """The ``expires`` query value; a missing or malformed one is a forged URL."""
     if value is None or not value.isdigit() or len(value) > 12:
-        raise Forbidden("malformed download URL (expires); get fresh URLs with RestClient.get_external_weights_urls")
+        raise Forbidden("malformed download URL (expires); get fresh URLs with "
+                        "RestClient.get_external_weights_urls")
     return int(value)
 
 

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..engine.errors import EngineError
+from ..errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class FutureStore:
 
     def _expire_locked(self) -> None:
         now = time.monotonic()
-        stale = [rid for rid, r in self._futures.items() if r.completed is not None and now - r.completed > self._keep]
+        stale = [rid for rid, r in self._futures.items()
+                 if r.completed is not None and now - r.completed > self._keep]
         for rid in stale:
             del self._futures[rid]

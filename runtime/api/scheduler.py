@@ -20,6 +20,8 @@ Policy (documented in docs/server.md):
   options; see ``TinkerService.sample``), up to ``max_batch``, and runs them as one engine batch:
   a client that sends a hundred one-prompt requests at once (an evaluation) costs a few batched
   forward passes instead of a hundred. A batch is one turn of its job.
+- **Recorded, then answered.** An operation's listeners (metrics, the operation trace) run before
+  its future completes, so a client that holds a result finds the operation counted and traced.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.errors import UserError
+from ..errors import UserError
 from .futures import ErrorResult, FutureRecord, Result
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ class _JobQueue:
         return None
 
 
-Listener = Callable[[Operation, float, float, Result], None]  # op, wait s, run s, result
+# op, started (monotonic, shared by a batch), run s (a batch's time split evenly), result
+Listener = Callable[[Operation, float, float, Result], None]
 
 
 class Scheduler:
@@ -98,7 +101,8 @@ class Scheduler:
     Args:
         complete: stores an operation's result (the future store's ``complete``).
         gap_timeout: seconds a job's ordered requests wait for a missing ``seq_id``.
-        on_done: called after each operation with its queue wait and run time (metrics).
+        on_done: called after each operation, before its future completes, with its start and
+            run time (metrics, operation trace).
     """
 
     def __init__(self, complete: Callable[[FutureRecord, Result], None], *, gap_timeout: float = 30.0,
@@ -141,8 +145,8 @@ class Scheduler:
             if op.seq_id is not None:
                 if op.seq_id < queue.next_seq or op.seq_id in queue.ordered:
                     error = UserError(
-                        f"seq_id {op.seq_id} for {op.job!r} was already used (next expected: {queue.next_seq}); "
-                        "seq_ids must strictly increase, one per request"
+                        f"seq_id {op.seq_id} for {op.job!r} was already used (next expected: "
+                        f"{queue.next_seq}); seq_ids must strictly increase, one per request"
                     )
                     self._complete(op.future, ErrorResult.from_exception(error))
                     return
@@ -153,10 +157,25 @@ class Scheduler:
 
     def depth(self, job: str | None = None) -> int:
         with self._cond:
-            if job is not None:
-                queue = self._jobs.get(job)
-                return queue.depth() if queue else 0
-            return sum(q.depth() for q in self._jobs.values())
+            return self._depth_locked(job)
+
+    def _depth_locked(self, job: str | None) -> int:
+        if job is not None:
+            queue = self._jobs.get(job)
+            return queue.depth() if queue else 0
+        return sum(q.depth() for q in self._jobs.values())
+
+    def wait_idle(self, job: str | None = None, timeout: float | None = None) -> bool:
+        """Waits until ``job`` (or every job) has nothing queued or running and its listeners have
+        run; ``False`` if that takes longer than ``timeout`` seconds."""
+
+        def idle() -> bool:
+            running = self.running
+            busy = running is not None and (job is None or running.job == job)
+            return not busy and self._depth_locked(job) == 0
+
+        with self._cond:
+            return self._cond.wait_for(idle, timeout)
 
     def depths(self) -> dict[str, int]:
         with self._cond:
@@ -206,32 +225,45 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                op = None
-                while op is None:
-                    if self._stopping:
-                        return
-                    wake_in = self._expire_gaps()
-                    op = self._next()
-                    if op is None:
-                        self._cond.wait(timeout=wake_in)
-                batch = [op]
-                if op.batch_key is not None and op.run_batch is not None:
-                    batch += self._jobs[op.job].pop_batchable(op.batch_key, self._max_batch - op.weight)
-                self.running = op
+            batch = self._take()
+            if batch is None:
+                return
             started = time.monotonic()
             results = self._run(batch)
-            finished = time.monotonic()
+            self._finish(batch, results, started, time.monotonic())
+
+    def _take(self) -> list[Operation] | None:
+        """The next operation (with its batch mates), waiting for one; ``None`` once stopping."""
+        with self._cond:
+            op = None
+            while op is None:
+                if self._stopping:
+                    return None
+                wake_in = self._expire_gaps()
+                op = self._next()
+                if op is None:
+                    self._cond.wait(timeout=wake_in)
+            batch = [op]
+            if op.batch_key is not None and op.run_batch is not None:
+                batch += self._jobs[op.job].pop_batchable(op.batch_key, self._max_batch - op.weight)
+            self.running = op
+            return batch
+
+    def _finish(self, batch: list[Operation], results: list[Result], started: float, finished: float) -> None:
+        # Listeners first, futures second: a client holding a result finds its operation already
+        # counted in the metrics and written to the operation trace.
+        if self._on_done is not None:
+            share = (finished - started) / len(batch)  # engine time, split across the batch
             for member, result in zip(batch, results, strict=True):
-                self._complete(member.future, result)
+                try:
+                    self._on_done(member, started, share, result)
+                except Exception:  # metrics must never stop the worker
+                    log.exception("operation listener failed")
+        for member, result in zip(batch, results, strict=True):
+            self._complete(member.future, result)
+        with self._cond:
             self.running = None
-            if self._on_done is not None:
-                share = (finished - started) / len(batch)  # engine time, split across the batch
-                for member, result in zip(batch, results, strict=True):
-                    try:
-                        self._on_done(member, started - member.enqueued, share, result)
-                    except Exception:  # metrics must never stop the worker
-                        log.exception("metrics listener failed")
+            self._cond.notify_all()  # wakes wait_idle
 
     @staticmethod
     def _run(batch: list[Operation]) -> list[Result]:
@@ -242,7 +274,8 @@ class Scheduler:
                 if len(results) == len(batch):
                     return results
             except Exception:  # e.g. one over-long prompt: each request then gets its own answer
-                log.info("a batch of %d %s operations failed; running them one by one", len(batch), batch[0].name)
+                log.info("a batch of %d %s operations failed; running them one by one", len(batch),
+                         batch[0].name)
         results = []
         for op in batch:
             try:

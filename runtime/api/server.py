@@ -26,9 +26,10 @@ def build_service(base_model_ref: str, *, checkpoint_dir: Path, keys_file: Path 
     local directory for ``tiny`` and local paths (no Hub download), the Hub id otherwise.
     """
     from ..models.reference import load_base_model, resolve_model_ref
+    from ..tasks.text2sql import pretraining_corpus  # the embedded tiny model is pretrained on it
 
     resolved = resolve_model_ref(base_model_ref)
-    model, tokenizer = load_base_model(base_model_ref)
+    model, tokenizer = load_base_model(base_model_ref, tiny_corpus=pretraining_corpus)
     advertised = str(Path(resolved.source).resolve()) if resolved.kind != "hub" else resolved.source
     engine = Engine(model, tokenizer, base_model=advertised)
     config = ServerConfig(
@@ -49,7 +50,8 @@ def serve(service: TinkerService, host: str = "127.0.0.1", port: int = 8000) -> 
     if service.tenants.open_mode and not _is_loopback(host):
         raise SystemExit(f"refusing to listen on {host} without API keys: pass --keys-file or set {KEYS_ENV}")
     if service.tenants.open_mode:
-        log.warning("no API keys configured: every tml- key is accepted as a tenant of its own (loopback only)")
+        log.warning("no API keys configured: every tml- key is accepted as a tenant of its own "
+                    "(loopback only)")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 
 

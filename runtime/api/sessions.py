@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.adapters import LoraSpec
-from ..engine.errors import UnknownModelError, UserError
+from ..errors import UnknownModelError, UserError
 
 
 @dataclass
@@ -121,7 +121,8 @@ class Registry:
         with self._lock:
             model = self.models.get(model_id)
         if model is None or model.tenant != tenant:
-            raise UnknownModelError(f"no model {model_id!r} is loaded for you; create it or load a checkpoint")
+            raise UnknownModelError(f"no model {model_id!r} is loaded for you; create it or load a "
+                                    "checkpoint")
         model.last_request = datetime.now(timezone.utc)
         return model
 

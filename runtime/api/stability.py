@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from tinker import types
 
-from ..engine.errors import UserError
+from ..errors import UserError
 
 DAY_SECONDS = 24 * 3600.0
+Span = types.PromptProvenanceSpan | types.SampledProvenanceSpan
 
 
 @dataclass
@@ -58,16 +59,19 @@ class StabilityRecords:
                tokens: Sequence[int], logprobs: Sequence[float]) -> None:
         """Keeps one sampled sequence; pass the samples of one request the same ``prompt`` array."""
         if len(logprobs) != len(tokens):
-            raise ValueError(f"{len(tokens)} tokens but {len(logprobs)} log-probabilities for {sequence_id!r}")
+            raise ValueError(f"{len(tokens)} tokens but {len(logprobs)} log-probabilities for "
+                             f"{sequence_id!r}")
         now = self._clock()
         record = SequenceRecord(tenant, session_id, np.asarray(prompt, dtype=np.int32),
-                                np.asarray(tokens, dtype=np.int32), np.asarray(logprobs, dtype=np.float32), now)
+                                np.asarray(tokens, dtype=np.int32), np.asarray(logprobs, dtype=np.float32),
+                                now)
         with self._lock:
             self._records[sequence_id] = record
             self._records.move_to_end(sequence_id)
             self._expire(now)
 
-    def resolve(self, tenant: str, session_id: str, datum: types.Datum, where: str) -> tuple[np.ndarray, np.ndarray]:
+    def resolve(self, tenant: str, session_id: str, datum: types.Datum,
+                where: str) -> tuple[np.ndarray, np.ndarray]:
         """``(sampler_logprobs, sampled_mask)`` for the datum's target positions; every span checked."""
         if datum.loss_fn_input_spans is None or datum.model_input_spans is None:
             raise UserError(
@@ -80,24 +84,25 @@ class StabilityRecords:
         now = self._clock()
         with self._lock:
             self._expire(now)
-            self._check_tokens(tenant, session_id, datum.model_input_spans, inputs, f"{where}.model_input", now)
+            self._check_tokens(tenant, session_id, datum.model_input_spans, inputs, f"{where}.model_input",
+                               now)
             logprobs = np.zeros(len(targets), dtype=np.float32)
             mask = np.zeros(len(targets), dtype=np.float32)
             position = 0
             for span, record in self._check_tokens(tenant, session_id, datum.loss_fn_input_spans, targets,
                                                    f"{where}.loss_fn_inputs['target_tokens']", now):
                 if isinstance(span, types.SampledProvenanceSpan):
-                    logprobs[position:position + span.length] = record.logprobs[span.offset:span.offset + span.length]
+                    source = slice(span.offset, span.offset + span.length)
+                    logprobs[position:position + span.length] = record.logprobs[source]
                     mask[position:position + span.length] = 1.0
                 position += span.length
         if not mask.any():
-            raise UserError(f"{where} has no sampled target token (its spans name prompts only); stable_reinforce "
-                            "trains on sampled tokens")
+            raise UserError(f"{where} has no sampled target token (its spans name prompts only); "
+                            "stable_reinforce trains on sampled tokens")
         return logprobs, mask
 
     def _check_tokens(self, tenant: str, session_id: str, spans: types.ProvenanceSpans, tokens: np.ndarray,
-                      what: str, now: float) -> list[tuple[types.PromptProvenanceSpan | types.SampledProvenanceSpan,
-                                                           SequenceRecord]]:
+                      what: str, now: float) -> list[tuple[Span, SequenceRecord]]:
         covered = sum(span.length for span in spans)
         if covered != len(tokens):
             raise UserError(f"{what} provenance spans cover {covered} positions but it has {len(tokens)}; "
@@ -108,9 +113,9 @@ class StabilityRecords:
             record = self._records.get(span.sequence_id)
             if record is None or record.tenant != tenant or record.session_id != session_id:
                 raise UserError(
-                    f"{what} names sequence {span.sequence_id!r}, which this session has no record of: records "
-                    "exist only for samples taken with record_stability_info=True in the same session as the "
-                    f"training run, for {self.ttl_seconds / 3600:g} h after their last use"
+                    f"{what} names sequence {span.sequence_id!r}, which this session has no record of: "
+                    "records exist only for samples taken with record_stability_info=True in the same "
+                    f"session as the training run, for {self.ttl_seconds / 3600:g} h after their last use"
                 )
             sampled = isinstance(span, types.SampledProvenanceSpan)
             source = record.tokens if sampled else record.prompt
@@ -120,9 +125,10 @@ class StabilityRecords:
                                 f"{'sampled tokens' if sampled else 'prompt'}, which has {len(source)}")
             if not np.array_equal(tokens[position:position + span.length],
                                   source[span.offset:span.offset + span.length]):
-                raise UserError(f"{what} positions {position}..{position + span.length - 1} are not the tokens of "
-                                f"sequence {span.sequence_id!r}'s {'sampled tokens' if sampled else 'prompt'} "
-                                f"from offset {span.offset}; the spans must describe the datum as built")
+                raise UserError(f"{what} positions {position}..{position + span.length - 1} are not the "
+                                f"tokens of sequence {span.sequence_id!r}'s "
+                                f"{'sampled tokens' if sampled else 'prompt'} from offset {span.offset}; the "
+                                "spans must describe the datum as built")
             record.touched = now
             self._records.move_to_end(span.sequence_id)
             checked.append((span, record))

@@ -93,6 +93,7 @@ def is_tenant_name(name: str) -> bool:
 
 def _check(key: str, tenant: str) -> None:
     if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + 8:
-        raise ValueError(f"API keys must start with {KEY_PREFIX!r} (the SDK rejects others) and be at least 12 characters")
+        raise ValueError(f"API keys must start with {KEY_PREFIX!r} (the SDK rejects others) and be at least "
+                         "12 characters")
     if not _TENANT.match(tenant):
         raise ValueError(f"tenant name {tenant!r}: use letters, digits, '_', '.', '-' (at most 64)")

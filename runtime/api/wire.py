@@ -19,7 +19,7 @@ from tinker import types
 from tinker.proto import tinker_public_pb2 as pb
 from tinker.proto.response_conv import _tensor_data_from_proto
 
-from ..engine.errors import UserError
+from ..errors import UserError
 
 PROTO_CONTENT_TYPE = "application/x-protobuf"
 _STOP_REASONS = {"stop": pb.STOP_REASON_STOP, "length": pb.STOP_REASON_LENGTH}
@@ -62,7 +62,8 @@ def parse_forward_backward(body: bytes) -> tuple[ForwardBackwardHeader, pb.Forwa
         raise UserError(f"malformed protobuf: the body is not a ForwardBackwardRequest ({exc})") from exc
     if not message.model_id:
         raise UserError("ForwardBackwardRequest has no model_id")
-    header = ForwardBackwardHeader(message.model_id, int(message.seq_id), message.loss_fn, bool(message.forward_only))
+    header = ForwardBackwardHeader(message.model_id, int(message.seq_id), message.loss_fn,
+                                   bool(message.forward_only))
     return header, message
 
 
@@ -92,7 +93,8 @@ def datums(message: pb.ForwardBackwardRequest) -> list[types.Datum]:
                                 "text-only models, send EncodedTextChunk tokens")
             raw = chunk.encoded_text.tokens
             if len(raw) % 4:
-                raise UserError(f"{where}.model_input[{c}] tokens are {len(raw)} bytes, not a whole number of int32")
+                raise UserError(f"{where}.model_input[{c}] tokens are {len(raw)} bytes, not a whole number "
+                                "of int32")
             chunks.append(types.EncodedTextChunk(tokens=np.frombuffer(raw, dtype=np.int32).tolist()))
         inputs = {}
         for name, tensor in datum.loss_fn_inputs.items():
@@ -105,8 +107,8 @@ def datums(message: pb.ForwardBackwardRequest) -> list[types.Datum]:
         model_spans = _spans(datum.model_input_spans, f"{where}.model_input_spans")
         target_spans = _spans(datum.loss_fn_input_spans, f"{where}.loss_fn_input_spans")
         if (model_spans is None) != (target_spans is None):
-            raise UserError(f"{where} has only one of model_input_spans and loss_fn_input_spans; provenance comes "
-                            "as a pair (Datum.with_provenance sets both)")
+            raise UserError(f"{where} has only one of model_input_spans and loss_fn_input_spans; provenance "
+                            "comes as a pair (Datum.with_provenance sets both)")
         data.append(types.Datum(model_input=types.ModelInput(chunks=chunks), loss_fn_inputs=inputs,
                                 model_input_spans=model_spans, loss_fn_input_spans=target_spans))
     return data
@@ -124,7 +126,8 @@ def _spans(spans: Any, where: str) -> types.ProvenanceSpans | None:
             raise UserError(f"{where}[{index}] is neither a prompt_tokens nor a sampled_tokens span")
         cls = types.PromptProvenanceSpan if kind == "prompt_tokens" else types.SampledProvenanceSpan
         try:
-            decoded.append(cls(sequence_id=fields.sequence_id, offset=int(fields.offset), length=int(fields.length)))
+            decoded.append(cls(sequence_id=fields.sequence_id, offset=int(fields.offset),
+                               length=int(fields.length)))
         except ValueError as exc:
             raise UserError(f"{where}[{index}]: {exc}") from exc
     return decoded
@@ -148,7 +151,8 @@ def encode_forward_backward_output(output: types.ForwardBackwardOutput) -> bytes
     return message.SerializeToString()
 
 
-def encode_sample_response(response: types.SampleResponse, prompt_logprobs_last_n: int | None = None) -> bytes:
+def encode_sample_response(response: types.SampleResponse,
+                           prompt_logprobs_last_n: int | None = None) -> bytes:
     message = pb.SampleResponse()
     for sequence in response.sequences:
         message.sequences.add(

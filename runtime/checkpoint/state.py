@@ -59,7 +59,8 @@ def write_state(path: str | Path, state: TrainingState) -> Path:
         "metadata": state.metadata,
     }
     with atomic_directory(path) as staging:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.adapter.items()}, staging / ADAPTER_FILE)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.adapter.items()},
+                  staging / ADAPTER_FILE)
         if state.optimizer is not None:
             torch.save(state.optimizer, staging / OPTIMIZER_FILE)
         if state.rng is not None:
@@ -74,11 +75,13 @@ def read_state(path: str | Path, *, with_optimizer: bool = True) -> TrainingStat
     header_path = path / STATE_FILE
     if not header_path.is_file():
         raise FileNotFoundError(
-            f"{path} is not a kubetune training checkpoint (no {STATE_FILE}); pass a path written by save_state"
+            f"{path} is not a kubetune training checkpoint (no {STATE_FILE}); "
+            "pass a path written by save_state"
         )
     header = json.loads(header_path.read_text())
     if header.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {header.get('format')!r}; this version reads {STATE_FORMAT}")
+        raise ValueError(f"{path} has checkpoint format {header.get('format')!r}; "
+                         f"this version reads {STATE_FORMAT}")
     optimizer = None
     if with_optimizer:
         if not header["has_optimizer"]:

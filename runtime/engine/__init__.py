@@ -1,8 +1,7 @@
 """The infrastructure side: one base model, many LoRA jobs, Tinker's primitives."""
 
+from ..errors import EngineError, UnknownModelError, UserError
 from .adapters import LoraSpec
 from .engine import Engine, PreparedBatch
-from .errors import EngineError, UnknownModelError, UserError
-from .losses import LOSSES, get_loss
 
-__all__ = ["LOSSES", "Engine", "EngineError", "LoraSpec", "PreparedBatch", "UnknownModelError", "UserError", "get_loss"]
+__all__ = ["Engine", "EngineError", "LoraSpec", "PreparedBatch", "UnknownModelError", "UserError"]

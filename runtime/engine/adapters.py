@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 # Linear layers by role. Names are those of the Gemma / Llama / Qwen families in transformers.
 ATTENTION_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -32,7 +32,8 @@ class LoraSpec:
         if not 1 <= self.rank <= 1024:
             raise UserError(f"LoRA rank must be between 1 and 1024; got {self.rank}")
         if not (self.train_attn or self.train_mlp or self.train_unembed):
-            raise UserError("LoRA config trains nothing: set at least one of train_attn, train_mlp, train_unembed")
+            raise UserError("LoRA config trains nothing: "
+                            "set at least one of train_attn, train_mlp, train_unembed")
 
 
 def linear_layers(model: nn.Module) -> dict[str, str]:
@@ -52,7 +53,8 @@ def linear_layers(model: nn.Module) -> dict[str, str]:
         elif leaf == UNEMBED_LAYER:
             roles[name] = "unembed"
     if not roles:
-        raise UserError("the base model has no attention, MLP or lm_head Linear layers; it is not a supported architecture")
+        raise UserError("the base model has no attention, MLP or lm_head Linear layers; "
+                        "it is not a supported architecture")
     return roles
 
 

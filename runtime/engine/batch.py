@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from tinker import types
 
-from .errors import UserError
-from .losses import LossSpec
+from ..errors import UserError
+from ..losses import LossSpec
 
 
 @dataclass

@@ -32,11 +32,11 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from tinker import types
 
 from ..checkpoint import TrainingState, read_sampler_config, read_state, write_sampler_weights, write_state
+from ..errors import UnknownModelError, UserError
+from ..losses import LossSpec, get_loss
 from . import sampler
 from .adapters import Job, LoraSpec, linear_layers, target_modules
 from .batch import Batch, check_token_ids, collate, tokens_of
-from .errors import UnknownModelError, UserError
-from .losses import LossSpec, get_loss
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class Engine:
         device: where to run; defaults to the model's device.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, base_model: str, device: torch.device | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, base_model: str,
+                 device: torch.device | None = None):
         self.base_model = base_model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -87,7 +88,8 @@ class Engine:
             self.peft = peft.get_peft_model(model, placeholder, adapter_name=_PLACEHOLDER)
         self.peft.eval()
         self._jobs: dict[str, Job] = {}
-        self._samplers: OrderedDict[tuple[str, int], str] = OrderedDict()  # (path, mtime_ns) -> adapter, LRU order
+        # (path, mtime_ns) -> adapter, LRU order
+        self._samplers: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._names = itertools.count()
         self._lock = threading.RLock()
         self._generator = torch.Generator(device="cpu").manual_seed(random.SystemRandom().randrange(2**63))
@@ -98,7 +100,8 @@ class Engine:
     def model_ids(self) -> list[str]:
         return list(self._jobs)
 
-    def create_model(self, model_id: str, spec: LoraSpec | None = None, *, base_model: str | None = None) -> Job:
+    def create_model(self, model_id: str, spec: LoraSpec | None = None, *,
+                     base_model: str | None = None) -> Job:
         """Adds a LoRA adapter for a new job. Its initial weights depend only on ``spec.seed``."""
         spec = spec or LoraSpec()
         spec.validate()
@@ -140,7 +143,8 @@ class Engine:
                 metadata={"adapter": adapter},
             )
             self._jobs[model_id] = job
-            log.info("created job %s (rank %d, %d trainable params)", model_id, spec.rank, job.trainable_parameters())
+            log.info("created job %s (rank %d, %d trainable params)", model_id, spec.rank,
+                     job.trainable_parameters())
             return job
 
     def delete_model(self, model_id: str) -> None:
@@ -173,7 +177,8 @@ class Engine:
         forward_only: bool = False,
     ) -> types.ForwardBackwardOutput:
         """Computes the loss and (unless ``forward_only``) adds its gradient to the job's accumulators."""
-        return self.run_prepared(model_id, self.prepare(data, loss_fn, loss_fn_config), forward_only=forward_only)
+        return self.run_prepared(model_id, self.prepare(data, loss_fn, loss_fn_config),
+                                 forward_only=forward_only)
 
     def prepare(self, data: Sequence[types.Datum], loss_fn: str = "cross_entropy",
                 loss_fn_config: Mapping[str, float] | None = None) -> PreparedBatch:
@@ -210,7 +215,8 @@ class Engine:
                 outputs = [
                     {
                         "logprobs": types.TensorData.from_numpy(logprobs.detach().float().cpu().numpy()),
-                        "elementwise_loss": types.TensorData.from_numpy(elementwise.detach().float().cpu().numpy()),
+                        "elementwise_loss": types.TensorData.from_numpy(
+                            elementwise.detach().float().cpu().numpy()),
                     }
                     for logprobs, elementwise in zip(rows, per_token, strict=True)
                 ]
@@ -235,11 +241,13 @@ class Engine:
             job = self._job(model_id)
             grads = [p.grad for p in job.params if p.grad is not None]
             if not grads:
-                raise UserError(f"model {model_id!r} has no gradients; call forward_backward before optim_step")
+                raise UserError(f"model {model_id!r} has no gradients; "
+                                "call forward_backward before optim_step")
             if params.grad_clip_norm > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(job.params, params.grad_clip_norm)
             else:
-                grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g) for g in grads]))
             for group in job.optimizer.param_groups:
                 group["lr"] = params.learning_rate
                 group["betas"] = (params.beta1, params.beta2)
@@ -248,7 +256,8 @@ class Engine:
             job.optimizer.step()
             job.optimizer.zero_grad(set_to_none=True)
             job.step += 1
-            return {"optim/grad_norm": float(grad_norm), "optim/lr": params.learning_rate, "optim/step": float(job.step)}
+            return {"optim/grad_norm": float(grad_norm), "optim/lr": params.learning_rate,
+                    "optim/step": float(job.step)}
 
     # --------------------------------------------------------------- sampling
     def sample(
@@ -280,7 +289,8 @@ class Engine:
             raise UserError("sample from a model_id or a sampler_path, not both")
         params = sampling_params or types.SamplingParams()
         token_lists = [
-            tokens_of(p, self.vocab_size, "prompt") if isinstance(p, types.ModelInput) else _checked(list(p), self.vocab_size)
+            tokens_of(p, self.vocab_size, "prompt") if isinstance(p, types.ModelInput)
+            else _checked(list(p), self.vocab_size)
             for p in prompts
         ]
         with self._operation():
@@ -375,22 +385,27 @@ class Engine:
             return write_sampler_weights(path, self._adapter_tensors(job), config)
 
     # -------------------------------------------------------------- internals
-    def _target_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self.peft(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
+    def _target_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         targets: torch.Tensor) -> torch.Tensor:
+        logits = self.peft(input_ids=input_ids.to(self.device),
+                           attention_mask=attention_mask.to(self.device)).logits
         batch, width, vocab = logits.shape
         # Fused log-softmax + gather: never materialises (B, T, V) log-probabilities for big vocabularies.
-        nll = F.cross_entropy(logits.float().reshape(-1, vocab), targets.to(self.device).reshape(-1), reduction="none")
+        nll = F.cross_entropy(logits.float().reshape(-1, vocab), targets.to(self.device).reshape(-1),
+                              reduction="none")
         return -nll.view(batch, width)
 
     def _adapter_tensors(self, job: Job) -> dict[str, torch.Tensor]:
         # The LoRA tensors only: with a tied lm_head PEFT would otherwise copy the whole embedding matrix.
-        state = get_peft_model_state_dict(self.peft, adapter_name=job.metadata["adapter"], save_embedding_layers=False)
+        state = get_peft_model_state_dict(self.peft, adapter_name=job.metadata["adapter"],
+                                          save_embedding_layers=False)
         return {k: v.detach().clone().cpu() for k, v in state.items()}
 
     def _sampler_adapter(self, path: Path) -> str:
         weights = path / "adapter_model.safetensors"
         if not weights.is_file():
-            raise UnknownModelError(f"no sampler weights at {path}; save them with save_weights_for_sampler first")
+            raise UnknownModelError(f"no sampler weights at {path}; "
+                                    "save them with save_weights_for_sampler first")
         key = (str(path.resolve()), weights.stat().st_mtime_ns)
         name = self._samplers.get(key)
         if name is not None:
@@ -436,7 +451,8 @@ class Engine:
 
     def _check_base(self, base_model: str | None, what: str = "request") -> None:
         if base_model and base_model != self.base_model:
-            raise UserError(f"{what} is for base model {base_model!r}; this engine serves {self.base_model!r}")
+            raise UserError(f"{what} is for base model {base_model!r}; "
+                            f"this engine serves {self.base_model!r}")
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tinker import types
 
-from .errors import UserError
+from ..errors import UserError
 
 MAX_SAMPLES_PER_REQUEST = 128
 
@@ -28,7 +28,8 @@ class StopRule:
     strings: tuple[str, ...]
 
     @classmethod
-    def from_params(cls, stop: str | Sequence[str] | Sequence[int] | None, eos_ids: Sequence[int]) -> StopRule:
+    def from_params(cls, stop: str | Sequence[str] | Sequence[int] | None,
+                    eos_ids: Sequence[int]) -> StopRule:
         """``None`` stops at EOS; ``[]`` never stops early; token ids replace EOS; strings add to it."""
         if stop is None:
             return cls(frozenset(eos_ids), ())
@@ -109,20 +110,13 @@ def sample(
         generator = torch.Generator(device="cpu").manual_seed(int(params.seed))
 
     count = len(prompts)
-    input_ids = torch.full((count, longest), pad_id, dtype=torch.int64)
-    mask = torch.zeros((count, longest), dtype=torch.int64)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, longest - len(prompt):] = torch.tensor(prompt)
-        mask[row, longest - len(prompt):] = 1
+    input_ids, mask = _left_pad(prompts, pad_id)
     input_ids, mask = input_ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
     prompt_lps: list[np.ndarray | None] = [None] * count
     if prompt_logprobs:
-        lp_all = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
-        for row, prompt in enumerate(prompts):
-            real = lp_all[row, longest - len(prompt):].cpu().numpy()  # the first real token has no logprob
-            prompt_lps[row] = np.concatenate([[np.nan], real]).astype(np.float32)
+        prompt_lps = _prompt_logprobs(out.logits, input_ids, prompts)
     cache = out.past_key_values
     rows = count * num_samples
     if num_samples > 1:
@@ -136,19 +130,14 @@ def sample(
     logprobs: list[list[float]] = [[] for _ in range(rows)]
     reasons: list[str | None] = [None] * rows
     for _ in range(max_tokens):
-        raw = torch.log_softmax(last_logits, dim=-1)  # (rows, V)
-        if params.temperature == 0:
-            chosen = raw.argmax(dim=-1)
-        else:
-            probs = torch.softmax(_filter_logits(last_logits, params), dim=-1)
-            chosen = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(device)
-        chosen_lp = raw.gather(-1, chosen[:, None])[:, 0].tolist()
+        chosen, chosen_lp = _next_tokens(last_logits, params, generator, device)
         for i, token in enumerate(chosen.tolist()):
             if reasons[i] is not None:
                 continue
             tokens[i].append(token)
             logprobs[i].append(chosen_lp[i])
-            if token in rule.token_ids or (rule.strings and _ends_with_stop(tokenizer, tokens[i], rule.strings)):
+            if token in rule.token_ids or (rule.strings
+                                           and _ends_with_stop(tokenizer, tokens[i], rule.strings)):
                 reasons[i] = "stop"
         if all(r is not None for r in reasons):
             break
@@ -158,9 +147,51 @@ def sample(
         cache = out.past_key_values
         next_position = next_position + 1
         last_logits = out.logits[:, -1].float()
+    return _responses(tokens, logprobs, reasons, prompt_lps, num_samples)
 
+
+def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompts, longest) input ids and attention mask, each prompt right-aligned after ``pad_id``s."""
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), longest), pad_id, dtype=torch.int64)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.int64)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, longest - len(prompt):] = torch.tensor(prompt)
+        mask[row, longest - len(prompt):] = 1
+    return input_ids, mask
+
+
+def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
+                     prompts: Sequence[list[int]]) -> list[np.ndarray | None]:
+    """Each prompt token's logprob given the tokens before it (NaN for the first) from the prefill logits."""
+    longest = input_ids.shape[1]
+    lp_all = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    prompt_lps: list[np.ndarray | None] = []
+    for row, prompt in enumerate(prompts):
+        real = lp_all[row, longest - len(prompt):].cpu().numpy()  # the first real token has no logprob
+        prompt_lps.append(np.concatenate([[np.nan], real]).astype(np.float32))
+    return prompt_lps
+
+
+def _next_tokens(last_logits: torch.Tensor, params: types.SamplingParams, generator: torch.Generator,
+                 device: torch.device) -> tuple[torch.Tensor, list[float]]:
+    """Picks every row's next token from (rows, V) logits (greedy at temperature 0); returns the
+    tokens and their logprobs under the raw distribution."""
+    raw = torch.log_softmax(last_logits, dim=-1)  # (rows, V)
+    if params.temperature == 0:
+        chosen = raw.argmax(dim=-1)
+    else:
+        probs = torch.softmax(_filter_logits(last_logits, params), dim=-1)
+        chosen = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(device)
+    return chosen, raw.gather(-1, chosen[:, None])[:, 0].tolist()
+
+
+def _responses(tokens: list[list[int]], logprobs: list[list[float]], reasons: list[str | None],
+               prompt_lps: list[np.ndarray | None], num_samples: int) -> list[types.SampleResponse]:
+    """One ``SampleResponse`` per prompt from its ``num_samples`` consecutive rows; a row that did
+    not stop ran out of tokens."""
     responses = []
-    for p in range(count):
+    for p in range(len(prompt_lps)):
         sequences = [
             types.SampledSequence(
                 stop_reason=reasons[i] or "length",  # type: ignore[arg-type]

@@ -23,15 +23,15 @@ import tokenizers
 import torch
 import transformers
 
-from kubetune.checkpoint.atomic import atomic_directory
-from kubetune.models.device import pick_device
-from kubetune.models.tiny_gemma import (
+from ..checkpoint.atomic import atomic_directory
+from .device import pick_device
+from .tiny_gemma import (
     TINY_GEMMA_DEFAULTS,
     build_tiny_gemma,
     count_parameters,
     tiny_gemma_config,
 )
-from kubetune.models.tokenizer import EOS_ID, train_tokenizer
+from .tokenizer import EOS_ID, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class BootstrapResult:
 
 def bootstrap_tiny_model(
     out_dir: str | Path,
-    corpus: Sequence[str] | None = None,
+    corpus: Sequence[str],
     *,
     seed: int = 0,
     steps: int = PretrainSettings.steps,
@@ -109,9 +109,9 @@ def bootstrap_tiny_model(
 
     Args:
         out_dir: Target directory; replaced as a whole when rebuilt.
-        corpus: Documents (schema lines, SQL, English questions). ``None`` uses
-            ``kubetune.tasks.text2sql.pretraining_corpus(seed)``.
-        seed: Seeds the corpus (when ``None``), the weight init and the batch order.
+        corpus: Documents (schema lines, SQL, English questions); the embedded default is
+            ``kubetune.tasks.text2sql.pretraining_corpus(seed)``, passed in by its callers.
+        seed: Seeds the weight init and the batch order.
         steps: Optimizer steps.
         batch_size: Packed sequences per step.
         seq_len: Tokens per packed sequence; at most the model's ``max_position_embeddings``.
@@ -136,21 +136,11 @@ def bootstrap_tiny_model(
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    settings = PretrainSettings(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, vocab_size=vocab_size)
+    settings = PretrainSettings(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                                vocab_size=vocab_size)
     overrides = dict(model_overrides or {})
-    if corpus is None:
-        # Imported lazily: the tasks package is heavier and optional for callers that pass a corpus.
-        from kubetune.tasks.text2sql import pretraining_corpus
-
-        corpus = pretraining_corpus(seed)
     documents = list(corpus)
-    if not any(documents):
-        raise ValueError("bootstrap corpus is empty")
-    if steps < 1 or batch_size < 1 or seq_len < 2:
-        raise ValueError(f"need steps >= 1, batch_size >= 1, seq_len >= 2; got {steps}, {batch_size}, {seq_len}")
-    max_positions = overrides.get("max_position_embeddings", TINY_GEMMA_DEFAULTS["max_position_embeddings"])
-    if seq_len > max_positions:
-        raise ValueError(f"seq_len {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+    _check_inputs(documents, settings, overrides)
 
     content_hash = _content_hash(documents, settings, overrides, seed)
     if not force:
@@ -161,36 +151,68 @@ def bootstrap_tiny_model(
 
     logger.info("bootstrapping tiny model into %s: %d documents, %d steps", out_dir, len(documents), steps)
     with _torch_threads(num_threads):
-        tokenizer = train_tokenizer(documents, vocab_size=settings.vocab_size)
-        config = tiny_gemma_config(len(tokenizer), **overrides)
-        tokenizer.model_max_length = config.max_position_embeddings
-        model = build_tiny_gemma(config, seed=seed)
-        blocks = _pack(tokenizer(documents, add_special_tokens=True)["input_ids"], settings)
-        train_device = torch.device(device) if device is not None else pick_device()
-        losses = _pretrain(model, blocks, settings, seed, train_device, progress)
-        model.to("cpu").eval()
+        model, tokenizer, facts = _build_model(documents, settings, overrides, seed, device, progress)
+    metadata = {"content_hash": content_hash, "format_version": FORMAT_VERSION, "seed": seed,
+                "seconds": time.perf_counter() - started,
+                "num_threads": torch.get_num_threads() if num_threads is None else num_threads, **facts}
+    _save_model(out_dir, model, tokenizer, metadata)
+    logger.info("tiny model built in %.1f s: loss %.3f -> %.3f", metadata["seconds"],
+                metadata["initial_loss"], metadata["final_loss"])
+    return _result(out_dir, metadata, cache_hit=False, seconds=time.perf_counter() - started)
 
-    final_loss = sum(losses[-10:]) / len(losses[-10:])
-    build_seconds = time.perf_counter() - started
-    metadata = {
-        "content_hash": content_hash,
-        "format_version": FORMAT_VERSION,
-        "seed": seed,
+
+def _check_inputs(documents: list[str], settings: PretrainSettings, overrides: dict[str, Any]) -> None:
+    if not any(documents):
+        raise ValueError("bootstrap corpus is empty")
+    steps, batch_size, seq_len = settings.steps, settings.batch_size, settings.seq_len
+    if steps < 1 or batch_size < 1 or seq_len < 2:
+        raise ValueError(f"need steps >= 1, batch_size >= 1, seq_len >= 2; "
+                         f"got {steps}, {batch_size}, {seq_len}")
+    max_positions = overrides.get("max_position_embeddings", TINY_GEMMA_DEFAULTS["max_position_embeddings"])
+    if seq_len > max_positions:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+
+
+def _build_model(
+    documents: list[str],
+    settings: PretrainSettings,
+    overrides: dict[str, Any],
+    seed: int,
+    device: str | torch.device | None,
+    progress: Callable[[int, float], None] | None,
+) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerFast, dict[str, Any]]:
+    """Trains the tokenizer, then initialises and pretrains the model (left on the CPU, in eval mode).
+
+    Returns them with what the metadata file records about the build.
+    """
+    tokenizer = train_tokenizer(documents, vocab_size=settings.vocab_size)
+    config = tiny_gemma_config(len(tokenizer), **overrides)
+    tokenizer.model_max_length = config.max_position_embeddings
+    model = build_tiny_gemma(config, seed=seed)
+    blocks = _pack(tokenizer(documents, add_special_tokens=True)["input_ids"], settings)
+    train_device = torch.device(device) if device is not None else pick_device()
+    losses = _pretrain(model, blocks, settings, seed, train_device, progress)
+    model.to("cpu").eval()
+    facts = {
         "params": count_parameters(model),
-        "steps": steps,
+        "steps": settings.steps,
         "initial_loss": losses[0],
-        "final_loss": final_loss,
-        "seconds": build_seconds,
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "corpus_documents": len(documents),
         "corpus_tokens": int(blocks.numel()),
         "vocab_size": len(tokenizer),
         "settings": dataclasses.asdict(settings),
         "model_overrides": overrides,
         "device": str(train_device),
-        "num_threads": torch.get_num_threads() if num_threads is None else num_threads,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "tokenizers": tokenizers.__version__},
     }
+    return model, tokenizer, facts
+
+
+def _save_model(out_dir: Path, model: transformers.PreTrainedModel,
+                tokenizer: transformers.PreTrainedTokenizerFast, metadata: dict[str, Any]) -> None:
+    """Writes model, tokenizer and metadata file into ``out_dir`` atomically, readable by everyone."""
     with atomic_directory(out_dir) as staging:
         model.save_pretrained(staging)  # also writes generation_config.json (eos/pad/bos ids)
         tokenizer.save_pretrained(staging)
@@ -200,11 +222,10 @@ def bootstrap_tiny_model(
         staging.chmod(0o755)
         for path in staging.iterdir():
             path.chmod(0o644)
-    logger.info("tiny model built in %.1f s: loss %.3f -> %.3f", build_seconds, losses[0], final_loss)
-    return _result(out_dir, metadata, cache_hit=False, seconds=time.perf_counter() - started)
 
 
-def _content_hash(documents: list[str], settings: PretrainSettings, overrides: dict[str, Any], seed: int) -> str:
+def _content_hash(documents: list[str], settings: PretrainSettings, overrides: dict[str, Any],
+                  seed: int) -> str:
     corpus_digest = hashlib.sha256()
     for doc in documents:
         data = doc.encode("utf-8")
@@ -258,7 +279,8 @@ def _pack(token_ids: list[list[int]], settings: PretrainSettings) -> torch.Tenso
     if len(stream) < needed:
         stream = stream * math.ceil(needed / len(stream))
     n_blocks = len(stream) // settings.seq_len
-    return torch.tensor(stream[: n_blocks * settings.seq_len], dtype=torch.long).view(n_blocks, settings.seq_len)
+    blocks = torch.tensor(stream[: n_blocks * settings.seq_len], dtype=torch.long)
+    return blocks.view(n_blocks, settings.seq_len)
 
 
 def _batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -283,7 +305,8 @@ def _pretrain(
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]  # norms: decaying them only hurts
     optimizer = torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": settings.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
+        [{"params": matrices, "weight_decay": settings.weight_decay},
+         {"params": vectors, "weight_decay": 0.0}],
         lr=settings.lr,
         betas=settings.betas,
     )

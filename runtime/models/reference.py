@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,7 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from kubetune.models.device import pick_device
+from .device import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +93,21 @@ def resolve_model_ref(ref: str) -> ModelRef:
         return ModelRef(ref=ref, kind="local", source=str(_check_model_dir(path, ref)))
     if _HUB_ID.match(text):
         return ModelRef(ref=ref, kind="hub", source=text)
-    raise ModelRefError(f"model ref {ref!r} is neither an existing directory nor an org/name Hub id; {_ACCEPTED}")
+    raise ModelRefError(f"model ref {ref!r} is neither an existing directory nor an org/name Hub id; "
+                        f"{_ACCEPTED}")
 
 
 def load_base_model(
     ref: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    tiny_corpus: Callable[[int], Sequence[str]] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Loads the base model and its tokenizer named by ``ref``, in eval mode on ``device``.
 
-    ``tiny`` is bootstrapped on first use (a couple of minutes on a laptop, then a cache hit).
+    ``tiny`` is bootstrapped on first use from ``tiny_corpus(0)`` (a couple of minutes on a laptop,
+    then a cache hit); the embedded default passes its task's pretraining corpus
+    (``kubetune.tasks.text2sql.pretraining_corpus``). Without one, a tiny model not built yet is an error.
     Hub ids go through ``from_pretrained`` and so honour ``HF_HUB_OFFLINE`` and the HF cache.
 
     Args:
@@ -115,10 +120,13 @@ def load_base_model(
         ``(model, tokenizer)``; the tokenizer has a pad token (eos if the checkpoint had none).
     """
     resolved = resolve_model_ref(ref)
-    if resolved.kind == "tiny":
-        from kubetune.models.bootstrap import bootstrap_tiny_model  # heavy: only when asked for
+    if resolved.kind == "tiny" and tiny_corpus is not None:
+        from .bootstrap import bootstrap_tiny_model  # heavy: only when asked for
 
-        bootstrap_tiny_model(resolved.source)
+        bootstrap_tiny_model(resolved.source, tiny_corpus(0))
+    elif resolved.kind == "tiny" and not (Path(resolved.source) / "config.json").is_file():
+        raise ModelRefError(f"the tiny model is not built yet in {resolved.source}: run `kubetune model "
+                            f"bootstrap --out {resolved.source}`, or load it with its corpus")
     device = torch.device(device) if device is not None else pick_device()
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -136,14 +144,16 @@ _ACCEPTED = "expected 'tiny' (or 'embedded'), a local model directory, an org/na
 
 def _looks_like_path(text: str) -> bool:
     # Explicit path syntax means the user meant a directory; do not fall through to the Hub.
-    return text.startswith(("/", "./", "../", "~")) or text in (".", "..") or text.count("/") > 1 or "\\" in text
+    return (text.startswith(("/", "./", "../", "~")) or text in (".", "..") or text.count("/") > 1
+            or "\\" in text)
 
 
 def _check_model_dir(path: Path, ref: str) -> Path:
     if not path.exists():
         raise ModelRefError(f"model ref {ref!r}: directory {path} does not exist")
     if not path.is_dir():
-        raise ModelRefError(f"model ref {ref!r}: {path} is a file, expected a model directory with config.json")
+        raise ModelRefError(f"model ref {ref!r}: {path} is a file, "
+                            "expected a model directory with config.json")
     if not (path / "config.json").is_file():
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
         shown = ", ".join(entries[:_LISTED_ENTRIES]) + (" …" if len(entries) > _LISTED_ENTRIES else "")

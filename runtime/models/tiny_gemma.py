@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from kubetune.models.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 # Shape of the default model; every value is a Gemma3 architecture field, overridable per call.
 TINY_GEMMA_DEFAULTS: dict[str, Any] = {

@@ -5,7 +5,8 @@ One step, as a plain loop over the official ``tinker`` SDK:
 1. ``save_weights_and_get_sampling_client`` snapshots the current policy;
 2. ``prompts_per_step`` prompts of the ``rl`` split (wordings SFT never saw; their gold SQL only
    computes rewards) each get ``group_size`` samples;
-3. every completion is scored by :func:`~kubetune.tasks.text2sql.text2sql_reward` (sandboxed);
+3. every completion is scored by the task's reward variant from the :mod:`kubetune.reward`
+   registry (text-to-SQL: sandboxed execution against the gold query);
 4. advantages are the group-normalised rewards ``(r - mean) / (std + eps)``; groups whose rewards
    are all equal carry no signal and are dropped;
 5. optional KL penalty to the reference, the base model with the adapter off (no second model):
@@ -22,45 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tinker import types
 
-from ..engine.losses import DEFAULT_CLIP_HIGH, DEFAULT_CLIP_LOW
-from ..tasks.text2sql import (
-    REWARD_VARIANTS,
-    Example,
-    Reward,
-    load_split,
-)
-from .common import (
-    DEFAULT_EVAL_SPLITS,
-    RunLog,
-    batch_indices,
-    finish,
-    open_trainer,
-    prompt_tokens,
-    score_group,
-    should_save,
-    tinker_session,
-    training_endpoint,
-    with_sample_provenance,
-)
+from ..reward import reward_task
+from ..tasks.text2sql import Example, Reward, load_split
+from .common import RunLog, RunSettings, finish, open_trainer, served_model, should_save, tinker_session
+from .data import batch_indices, prompt_tokens, rl_datum
 
 ADVANTAGE_EPS = 1e-6
+LOSSES = ("ppo", "importance_sampling", "stable_reinforce")
 
 
 @dataclass
-class PPOConfig:
-    data_dir: Path  # a dataset in Spider layout; its `rl` split gives the prompts
-    out_dir: Path
-    base_url: str | None = None  # None: an embedded server in this process
-    base_model: str = "tiny"
-    api_key: str = "tml-local"
-    checkpoint_dir: Path | None = None  # embedded server's store; default out_dir/checkpoints
+class PPOConfig(RunSettings):
+    """GRPO-style RL on the dataset's `rl` split (its gold SQL only computes rewards)."""
+
     init_state: str | None = None  # tinker:// state to start from (e.g. SFT's final); None: a fresh adapter
     steps: int = 150
     prompts_per_step: int = 4
@@ -68,28 +50,20 @@ class PPOConfig:
     learning_rate: float = 2e-4  # constant; 1e-3 made the tiny model's rewards fall (docs/recipes.md)
     # stable_reinforce: truncated-importance REINFORCE on the server's own sampling record (docs/server.md)
     loss: Literal["ppo", "importance_sampling", "stable_reinforce"] = "ppo"
-    clip_low: float = DEFAULT_CLIP_LOW
-    clip_high: float = DEFAULT_CLIP_HIGH
+    clip_low: float = 0.8  # ppo's ratio bounds (Tinker's defaults)
+    clip_high: float = 1.2
     kl_coef: float = 0.0  # penalty towards the base model (adapter off); 0 skips the reference pass
-    reward: str = "execution"  # execution | shaped | format
+    task: str = "text2sql"  # whose rewards score the samples (kubetune.reward registry)
+    reward: str = "execution"  # the task's reward variant: execution | shaped | format
     # A custom reward, (example, completion text) -> float, replacing `reward` (e.g. another task's).
     reward_fn: Callable[[Example, str], float] | None = None
     temperature: float = 1.0
-    max_tokens: int = 64
-    max_prompt_tokens: int | None = 256  # longer prompts lose schema text from the left
-    lora_rank: int = 16  # for a fresh adapter only; a state brings its own
-    train_unembed: bool = False  # for a fresh adapter: LoRA on lm_head too (see SFTConfig)
-    seed: int = 0
-    save_every: int = 50
-    resume: bool = False
-    eval_examples: int = 50
-    eval_splits: tuple[str, ...] = field(default=DEFAULT_EVAL_SPLITS)
+    max_tokens: int = 64  # new tokens per sample
 
     def __post_init__(self) -> None:
-        if self.reward not in REWARD_VARIANTS:
-            raise ValueError(f"reward must be one of {', '.join(REWARD_VARIANTS)}; got {self.reward!r}")
-        if self.loss not in ("ppo", "importance_sampling", "stable_reinforce"):
-            raise ValueError(f"loss must be 'ppo', 'importance_sampling' or 'stable_reinforce'; got {self.loss!r}")
+        reward_task(self.task).check_variant(self.reward)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2: advantages compare samples of one prompt")
         if not 0.0 <= self.clip_low <= 1.0 <= self.clip_high:
@@ -103,26 +77,6 @@ def group_advantages(rewards: list[float]) -> list[float] | None:
     if std < ADVANTAGE_EPS:
         return None
     return ((values - values.mean()) / (std + ADVANTAGE_EPS)).tolist()
-
-
-def rl_datum(prompt: list[int], completion: list[int], sampled_logprobs: list[float],
-             token_advantages: list[float], sequence_id: str | None = None) -> types.Datum:
-    """A policy-gradient datum: prompt positions carry zero advantage, completion positions theirs.
-
-    With ``sequence_id`` (the sample's, from a sampler made with ``record_stability_info``) the datum
-    carries provenance: inputs are the prompt and all but the last sampled token, targets the same
-    shifted by one, as ``stable_reinforce`` needs."""
-    tokens = prompt + completion
-    pad = len(prompt) - 1
-    datum = types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={
-            "target_tokens": tokens[1:],
-            "logprobs": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(sampled_logprobs), np.float32)),
-            "advantages": types.TensorData.from_numpy(np.asarray([0.0] * pad + list(token_advantages), np.float32)),
-        },
-    )
-    return datum if sequence_id is None else with_sample_provenance(datum, sequence_id, len(prompt), len(completion))
 
 
 @dataclass
@@ -142,7 +96,8 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
     prompts = [prompt_tokens(tokenizer, ex.prompt(data_dir), config.max_prompt_tokens) for ex in examples]
     # Seeded by (seed, step, prompt): a resumed run samples exactly what an uninterrupted one did.
     futures = [sampler.sample(types.ModelInput.from_ints(p), config.group_size, types.SamplingParams(
-        max_tokens=config.max_tokens, temperature=config.temperature, seed=(config.seed * 1_000_003 + step) * 64 + i))
+        max_tokens=config.max_tokens, temperature=config.temperature,
+        seed=(config.seed * 1_000_003 + step) * 64 + i))
         for i, p in enumerate(prompts)]
     groups = []
     for example, prompt, future in zip(examples, prompts, futures, strict=True):
@@ -151,8 +106,9 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
         if config.reward_fn is not None:
             rewards = [Reward(float(config.reward_fn(example, text)), "", True, False) for text in texts]
         else:
-            rewards = score_group(data_dir, example, texts, config.reward, pool)
-        groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid, s.sequence_id)
+            rewards = reward_task(config.task).score_group(data_dir, example, texts, config.reward, pool)
+        groups.append([Rollout(prompt, list(s.tokens), list(s.logprobs), r.value, r.correct, r.valid,
+                               s.sequence_id)
                        for s, r in zip(sequences, rewards, strict=True)])
     return groups
 
@@ -160,24 +116,21 @@ def _rollouts(sampler, tokenizer, examples: list[Example], data_dir: Path, confi
 def run_ppo(config: PPOConfig, log=print) -> dict:
     """Trains, checkpoints, evaluates and returns the result (also written to ``out_dir/result.json``)."""
     run = RunLog(config.out_dir, config.resume)
-    last = run.last_checkpoint() if config.resume else None
-    checkpoint_dir = config.checkpoint_dir or Path(config.out_dir) / "checkpoints"
     data_dir = Path(config.data_dir)
-    with training_endpoint(config.base_url, config.base_model, checkpoint_dir) as endpoint, \
-            tinker_session(endpoint, config.api_key) as service, \
-            ThreadPoolExecutor(max_workers=4) as pool:
-        trainer, start = open_trainer(service, endpoint, last=last, init_state=config.init_state,
-                                      lora_rank=config.lora_rank, seed=config.seed, log=log,
-                                      train_unembed=config.train_unembed)
+    examples = load_split(data_dir, "rl")
+    if not examples:
+        raise ValueError(f"{data_dir} has no `rl` split examples to take prompts from")
+    loss_config = {"clip_low_threshold": config.clip_low, "clip_high_threshold": config.clip_high} \
+        if config.loss == "ppo" else None
+    with (tinker_session(config.base_url, config.api_key) as service,
+          ThreadPoolExecutor(max_workers=4) as pool):
+        trainer, start = open_trainer(service, config, run, log, init_state=config.init_state)
         tokenizer = trainer.get_tokenizer()
-        reference = service.create_sampling_client(base_model=endpoint.base_model).result() if config.kl_coef else None
-        examples = load_split(data_dir, "rl")
-        if not examples:
-            raise ValueError(f"{data_dir} has no `rl` split examples to take prompts from")
-        loss_config = {"clip_low_threshold": config.clip_low, "clip_high_threshold": config.clip_high} \
-            if config.loss == "ppo" else None
+        reference = service.create_sampling_client(base_model=served_model(config)).result() \
+            if config.kl_coef else None
         for step in range(start, config.steps):
-            batch = [examples[i] for i in batch_indices(step, len(examples), config.prompts_per_step, config.seed)]
+            indices = batch_indices(step, len(examples), config.prompts_per_step, config.seed)
+            batch = [examples[i] for i in indices]
             sampler = trainer.save_weights_and_get_sampling_client(
                 record_stability_info=config.loss == "stable_reinforce").result()
             groups = _rollouts(sampler, tokenizer, batch, data_dir, config, step, pool)
@@ -189,7 +142,7 @@ def run_ppo(config: PPOConfig, log=print) -> dict:
                     f"mixed {row['mixed_groups']:.2f}  kl {row['kl']:.4f}  {row['seconds']:6.1f} s")
             if name := should_save(step, config.steps, config.save_every):
                 run.checkpoint(step, name, trainer.save_state(name).result().path)
-        return finish(service, trainer, tokenizer, endpoint, run, config, log)
+        return finish(service, trainer, tokenizer, run, config, log)
 
 
 def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConfig,
@@ -206,7 +159,8 @@ def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConf
             kept.extend(zip(group, advantages, strict=True))
     row = {
         "reward_mean": float(np.mean(rewards)), "reward_std": float(np.std(rewards)),
-        "accuracy": float(np.mean([r.correct for r in flat])), "valid_sql": float(np.mean([r.valid for r in flat])),
+        "accuracy": float(np.mean([r.correct for r in flat])),
+        "valid_sql": float(np.mean([r.valid for r in flat])),
         "mixed_groups": mixed / len(groups),
         "completion_tokens": float(np.mean([len(r.tokens) for r in flat])),
         "entropy": -float(np.mean([lp for r in flat for lp in r.logprobs])) if flat else 0.0,
@@ -216,7 +170,8 @@ def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConf
         return row
     kl_per_token = [np.zeros(len(r.tokens)) for r, _ in kept]
     if reference is not None:
-        futures = [reference.compute_logprobs(types.ModelInput.from_ints(r.prompt + r.tokens)) for r, _ in kept]
+        futures = [reference.compute_logprobs(types.ModelInput.from_ints(r.prompt + r.tokens))
+                   for r, _ in kept]
         for i, ((rollout, _), future) in enumerate(zip(kept, futures, strict=True)):
             ref = np.asarray(future.result()[len(rollout.prompt):], dtype=np.float64)
             kl_per_token[i] = np.asarray(rollout.logprobs, dtype=np.float64) - ref
@@ -235,7 +190,8 @@ def _train_step(trainer, reference, groups: list[list[Rollout]], config: PPOConf
     return row
 
 
-def _clip_fraction(output: types.ForwardBackwardOutput, kept: list[tuple[Rollout, float]], config: PPOConfig) -> float:
+def _clip_fraction(output: types.ForwardBackwardOutput, kept: list[tuple[Rollout, float]],
+                   config: PPOConfig) -> float:
     """Fraction of completion tokens whose ratio ``exp(log p - log q)`` lies outside the clip range."""
     outside = total = 0
     for (rollout, _), out in zip(kept, output.loss_fn_outputs, strict=True):

@@ -42,7 +42,8 @@ def pretraining_corpus(seed: int = 0, sizes: Mapping[str, int] | None = None) ->
     docs = [schema_text(db_id) for db_id in TRAIN_DB_IDS]
     for db_id in TRAIN_DB_IDS:
         queries = [ex.query for ex in train if ex.db_id == db_id]
-        docs += [schema_text(db_id) + "\n" + "\n".join(chunk) for chunk in _chunks(queries, LINES_PER_DOCUMENT)]
+        docs += [schema_text(db_id) + "\n" + "\n".join(chunk)
+                 for chunk in _chunks(queries, LINES_PER_DOCUMENT)]
     questions = [ex.question for ex in train]
     docs += ["\n".join(chunk) for chunk in _chunks(questions, LINES_PER_DOCUMENT)]
     random.Random(f"{seed}:corpus").shuffle(docs)

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SPLITS: tuple[str, ...] = ("train", "rl", "heldout_values", "heldout_paraphrase", "heldout_database")
+# What evaluation reports by default: values, wordings and a database that training never saw.
+HELDOUT_SPLITS: tuple[str, ...] = SPLITS[2:]
 
 
 @dataclass(frozen=True)

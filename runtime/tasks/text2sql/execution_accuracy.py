@@ -192,7 +192,8 @@ def execution_accuracy(examples: Sequence[Example], predictions: Sequence[str] |
     correct = sum(matches)
 
     def breakdown(table: dict[str, list[int]]) -> dict[str, dict]:
-        return {k: {"accuracy": _accuracy(c, t), "correct": c, "total": t} for k, (c, t) in sorted(table.items())}
+        return {k: {"accuracy": _accuracy(c, t), "correct": c, "total": t}
+                for k, (c, t) in sorted(table.items())}
 
     return {
         "accuracy": _accuracy(correct, len(examples)),

@@ -292,7 +292,8 @@ def build_dataset(out_dir: str | Path, seed: int = 0, sizes: Mapping[str, int] |
         "content_hash": content_hash,
         "files": list(files),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
+                                       encoding="utf-8")
     return DatasetInfo(out, seed, counts, content_hash, files=files)
 
 

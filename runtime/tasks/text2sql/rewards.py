@@ -59,7 +59,8 @@ def _row_overlap(pred: ExecResult, gold: ExecResult) -> float:
 
 
 def text2sql_reward(db_path: str | Path, completion: str, gold_sql: str, variant: RewardVariant = "execution",
-                    *, timeout_s: float = 1.0, max_rows: int = 10_000, gold: ExecResult | None = None) -> Reward:
+                    *, timeout_s: float = 1.0, max_rows: int = 10_000,
+                    gold: ExecResult | None = None) -> Reward:
     """Scores one completion.
 
     Args:

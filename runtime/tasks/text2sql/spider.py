@@ -22,7 +22,8 @@ _FIX_HINT = ("Point `root` at an unpacked Spider-format folder (e.g. the officia
              "a small one with kubetune.tasks.text2sql.spider.write_spider_fixture(root).")
 
 
-def load_spider(root: str | Path, split_file: str = "dev.json", cache_dir: str | Path | None = None) -> list[Example]:
+def load_spider(root: str | Path, split_file: str = "dev.json",
+                cache_dir: str | Path | None = None) -> list[Example]:
     """Load a Spider-format split as ``Example``s (``split`` = file stem, ``template_id`` = "spider").
 
     Args:

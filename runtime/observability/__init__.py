@@ -1,0 +1,1 @@
+"""Observability: MLflow tracking of runs and sweeps (training-health metrics land here too)."""
