@@ -27,7 +27,7 @@ from rich.table import Table
 from .api.embedded import embedded_server
 from .models.bootstrap import bootstrap_tiny_model
 from .recipes import SFTConfig, run_sft
-from .recipes.common import evaluate_splits, sampler_generator, served_model, tinker_session
+from .recipes.common import evaluate_client, served_model, tinker_session
 from .tasks.text2sql import build_dataset, pretraining_corpus, task_statistics
 
 
@@ -157,9 +157,7 @@ def _base_accuracy(config: SFTConfig) -> dict[str, dict]:
     """The bare base model's accuracy, sampled through the server as the recipe's own evaluation is."""
     with tinker_session(config.base_url, config.api_key) as service:
         client = service.create_sampling_client(base_model=served_model(config)).result()
-        generate = sampler_generator(client, client.get_tokenizer(),
-                                     max_prompt_tokens=config.max_prompt_tokens)
-        return evaluate_splits(generate, config.data_dir, config.eval_splits, config.eval_examples)
+        return evaluate_client(client, client.get_tokenizer(), config)
 
 
 def _print_accuracy(reports: dict[str, dict], console: Console) -> None:

@@ -163,6 +163,13 @@ def evaluate_splits(generate: SqlGenerator, data_dir: Path, splits: Sequence[str
     return out
 
 
+def evaluate_client(client, tokenizer, config: RunSettings) -> dict[str, dict]:
+    """A sampling client's greedy accuracy on the run's evaluation splits (``config.eval_examples``
+    each): how every recipe evaluates its final adapter, and the demo its base model."""
+    generate = sampler_generator(client, tokenizer, max_prompt_tokens=config.max_prompt_tokens)
+    return evaluate_splits(generate, Path(config.data_dir), config.eval_splits, config.eval_examples)
+
+
 def open_trainer(service, config: RunSettings, run: RunLog, log,
                  init_state: str | None = None) -> tuple[Any, int]:
     """(training client, first step): resumed from the run's last saved state (weights + optimizer)
@@ -188,9 +195,7 @@ def finish(service, trainer, tokenizer, run: RunLog, config, log, **extra: Any) 
     evaluation = {}
     if config.eval_examples:
         client = service.create_sampling_client(model_path=sampler_path).result()
-        generate = sampler_generator(client, tokenizer, max_prompt_tokens=config.max_prompt_tokens)
-        evaluation = evaluate_splits(generate, Path(config.data_dir), config.eval_splits,
-                                     config.eval_examples)
+        evaluation = evaluate_client(client, tokenizer, config)
         log("eval: " + ", ".join(f"{s} {r['accuracy']:.3f}" for s, r in evaluation.items()))
     adapter_dir = download_adapter(trainer, config.base_url, config.api_key, run.out_dir / "adapter")
     return run.result(config, sampler_path=sampler_path, adapter_dir=str(adapter_dir),
